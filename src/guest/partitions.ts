@@ -1,0 +1,89 @@
+// Typed partition calls in the appliance: the table as libguestfs (parted/sgdisk) sees it, and edits.
+import type { GuestSession } from './session.js';
+import { parseStructList, intField, field, parseLines } from './parse.js';
+
+export type TableType = 'gpt' | 'msdos' | 'unknown';
+
+export interface GuestPartition {
+  number: number;
+  startByte: number;
+  endByte: number; // inclusive, as parted reports it
+  sizeBytes: number;
+}
+
+export interface GptAttributes {
+  typeGuid: string;
+  guid: string;
+  name: string;
+  attributes: bigint;
+}
+
+export interface MbrAttributes {
+  id: number;
+  bootable: boolean;
+  kind: 'primary' | 'extended' | 'logical';
+}
+
+export async function tableType(guest: GuestSession, device: string): Promise<TableType> {
+  const probe = await guest.attempt('part-get-parttype', device);
+  if (!probe.ok) return 'unknown';
+  const type = probe.out.trim();
+  return type === 'gpt' || type === 'msdos' ? type : 'unknown';
+}
+
+export async function listPartitions(guest: GuestSession, device: string): Promise<GuestPartition[]> {
+  return parseStructList(await guest.call('part-list', device)).map((fields) => ({
+    number: intField(fields, 'part_num', 'part-list'),
+    startByte: intField(fields, 'part_start', 'part-list'),
+    endByte: intField(fields, 'part_end', 'part-list'),
+    sizeBytes: intField(fields, 'part_size', 'part-list'),
+  }));
+}
+
+export async function gptAttributes(guest: GuestSession, device: string, number: number): Promise<GptAttributes> {
+  const [typeGuid, guid, name, attributes] = await Promise.all([
+    guest.call('part-get-gpt-type', device, number),
+    guest.call('part-get-gpt-guid', device, number),
+    guest.call('part-get-name', device, number),
+    guest.call('part-get-gpt-attributes', device, number),
+  ]);
+  return { typeGuid: typeGuid.trim(), guid: guid.trim(), name: name.replace(/\n$/, ''), attributes: BigInt(attributes.trim()) };
+}
+
+export async function mbrAttributes(guest: GuestSession, device: string, number: number): Promise<MbrAttributes> {
+  const [id, bootable, kind] = await Promise.all([
+    guest.call('part-get-mbr-id', device, number),
+    guest.call('part-get-bootable', device, number),
+    guest.call('part-get-mbr-part-type', device, number),
+  ]);
+  const partKind = kind.trim();
+  return {
+    id: Number(id.trim()),
+    bootable: bootable.trim() === 'true',
+    kind: partKind === 'extended' || partKind === 'logical' ? partKind : 'primary',
+  };
+}
+
+/** Moves the partition's end (in 512-byte sectors, inclusive) keeping its start and attributes. */
+export async function resizePartition(guest: GuestSession, device: string, number: number, endSector: number): Promise<void> {
+  await guest.call('part-resize', device, number, endSector);
+}
+
+/** Moves the GPT backup header and entries to the end of a grown disk. */
+export async function expandGpt(guest: GuestSession, device: string): Promise<void> {
+  await guest.call('part-expand-gpt', device);
+}
+
+export async function deviceSizeBytes(guest: GuestSession, device: string): Promise<number> {
+  return Number((await guest.call('blockdev-getsize64', device)).trim());
+}
+
+export async function listDevices(guest: GuestSession): Promise<string[]> {
+  return parseLines(await guest.call('list-devices'));
+}
+
+export function partitionDevice(device: string, number: number): string {
+  return `${device}${number}`;
+}
+
+export { field };
