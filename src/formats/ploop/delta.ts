@@ -1,0 +1,233 @@
+// One delta file on disk: positional reads and writes through a file descriptor, the header and
+// BAT loaded and validated, the durable-write primitives that every modifying operation uses.
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { debug } from '../../util/log.js';
+import { decodeBat, encodeEntry, entryToOffset, slotOffset, tableSlots } from './bat.js';
+import { type Finding, extensionActive, fatalFindings, validateDelta } from './check.js';
+import {
+  HEADER_BYTES,
+  IN_USE_CLOSED_V21,
+  IN_USE_OPEN,
+  type PloopHeader,
+  clusterBytes,
+  dataOffsetBytes,
+  decodeHeader,
+  encodeHeader,
+} from './header.js';
+
+export interface Delta {
+  path: string;
+  fd: number;
+  writable: boolean;
+  header: PloopHeader;
+  /** All slots of the table region; the first header.batEntries are the BAT proper. */
+  bat: Uint32Array;
+  fileSizeBytes: number;
+  /** Recoverable findings left after opening (fatal ones throw). */
+  findings: Finding[];
+  /** Called after every durable (fsynced) change; the crash tests kill the process here. */
+  onDurable?: (what: string) => void;
+}
+
+export interface OpenOptions {
+  write?: boolean;
+}
+
+export function readFully(fd: number, length: number, position: number): Buffer {
+  const buf = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) break; // past the end: the rest reads as zeros, like a hole
+    done += n;
+  }
+  return buf;
+}
+
+export function writeFully(fd: number, data: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
+}
+
+/** Reads and validates a delta; throws ImageInvalid naming every fatal finding. */
+export function openDelta(path: string, options: OpenOptions = {}): Delta {
+  const fd = openSync(path, options.write ? constants.O_RDWR : constants.O_RDONLY);
+  try {
+    const fileSizeBytes = fstatSync(fd).size;
+    if (fileSizeBytes < HEADER_BYTES) {
+      throw new ImageInvalid(`The ploop delta "${path}" is invalid`, [`the file is ${fileSizeBytes} bytes, shorter than the 64-byte header`]);
+    }
+    const header = decodeHeader(readFully(fd, HEADER_BYTES, 0));
+    // Only read the table region once the header is known to be sane enough to size it.
+    const pre = validateDelta(header, new Uint32Array(0), fileSizeBytes).filter((f) =>
+      ['signature', 'version', 'cluster-size', 'data-offset', 'table-past-eof'].includes(f.rule),
+    );
+    if (pre.length > 0) throw new ImageInvalid(`The ploop delta "${path}" is invalid`, pre.map((f) => f.message));
+    const slots = tableSlots(header, fileSizeBytes);
+    const bat = decodeBat(readFully(fd, slots * 4, HEADER_BYTES));
+    let extension: Buffer | undefined;
+    if (extensionActive(header)) {
+      const offset = header.extOffsetSectors * 512;
+      if (offset + clusterBytes(header) <= fileSizeBytes) extension = readFully(fd, Math.min(clusterBytes(header), 4096), offset);
+    }
+    const findings = validateDelta(header, bat, fileSizeBytes, extension);
+    const fatal = fatalFindings(findings);
+    if (fatal.length > 0) throw new ImageInvalid(`The ploop delta "${path}" is invalid`, fatal.map((f) => f.message));
+    return { path, fd, writable: options.write ?? false, header, bat, fileSizeBytes, findings };
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+export function closeDelta(delta: Delta): void {
+  closeSync(delta.fd);
+}
+
+/** Host byte offset of virtual cluster `index` in this delta, or undefined when this delta does not hold it. */
+export function clusterHostOffset(delta: Delta, index: number): number | undefined {
+  if (index >= delta.header.batEntries) return undefined;
+  const entry = delta.bat[index]!;
+  return entry === 0 ? undefined : entryToOffset(delta.header, entry);
+}
+
+export function allocatedCount(delta: Delta): number {
+  let n = 0;
+  for (let i = 0; i < delta.header.batEntries; i++) if (delta.bat[i] !== 0) n++;
+  return n;
+}
+
+/** The end of the highest cluster in use (BAT or format extension), never before the data area. */
+export function usedEndBytes(delta: Delta): number {
+  let end = dataOffsetBytes(delta.header);
+  const cluster = clusterBytes(delta.header);
+  for (let i = 0; i < delta.header.batEntries; i++) {
+    const entry = delta.bat[i]!;
+    if (entry !== 0) end = Math.max(end, entryToOffset(delta.header, entry) + cluster);
+  }
+  if (extensionActive(delta.header)) end = Math.max(end, delta.header.extOffsetSectors * 512 + cluster);
+  return end;
+}
+
+function durable(delta: Delta, what: string): void {
+  fsyncSync(delta.fd);
+  debug(`ploop: ${delta.path}: ${what}`);
+  delta.onDurable?.(what);
+}
+
+function requireWritable(delta: Delta): void {
+  if (!delta.writable) throw new Error(`internal: ${delta.path} was opened read-only`);
+}
+
+/** Writes the header in one 64-byte write (inside one sector, so it lands whole) and fsyncs. */
+export function writeHeader(delta: Delta, header: PloopHeader, what = 'header written'): void {
+  requireWritable(delta);
+  writeFully(delta.fd, encodeHeader(header), 0);
+  delta.header = { ...header };
+  durable(delta, what);
+}
+
+/** Points BAT slot `index` at `entry` (0 releases it) and fsyncs. */
+export function writeEntry(delta: Delta, index: number, entry: number): void {
+  requireWritable(delta);
+  writeFully(delta.fd, encodeEntry(entry), slotOffset(index));
+  if (index >= delta.bat.length) {
+    const grown = new Uint32Array(index + 1);
+    grown.set(delta.bat);
+    delta.bat = grown;
+  }
+  delta.bat[index] = entry;
+  durable(delta, `BAT slot ${index} = ${entry}`);
+}
+
+/** Zeroes BAT slots [from, to) in one write and fsyncs. */
+export function zeroEntries(delta: Delta, from: number, to: number): void {
+  requireWritable(delta);
+  if (to <= from) return;
+  writeFully(delta.fd, Buffer.alloc((to - from) * 4), slotOffset(from));
+  for (let i = from; i < Math.min(to, delta.bat.length); i++) delta.bat[i] = 0;
+  durable(delta, `BAT slots ${from}..${to - 1} zeroed`);
+}
+
+/** Writes data without fsync; callers group several writes and call syncData. */
+export function writeData(delta: Delta, data: Uint8Array, position: number): void {
+  requireWritable(delta);
+  writeFully(delta.fd, data, position);
+  delta.fileSizeBytes = Math.max(delta.fileSizeBytes, position + data.length);
+}
+
+export function syncData(delta: Delta, what: string): void {
+  durable(delta, what);
+}
+
+export function truncateDelta(delta: Delta, sizeBytes: number): void {
+  requireWritable(delta);
+  ftruncateSync(delta.fd, sizeBytes);
+  delta.fileSizeBytes = sizeBytes;
+  durable(delta, `file truncated to ${sizeBytes} bytes`);
+}
+
+/** The in-use protocol: marks the delta open for writing before the first change (ploop's m_DiskInUse). */
+export function markInUse(delta: Delta): void {
+  if (delta.header.inUse === IN_USE_OPEN) return;
+  const header = { ...delta.header, inUse: IN_USE_OPEN };
+  if (delta.header.extOffsetSectors !== 0) {
+    // The extension (a dirty bitmap) describes the old content; once we change the file it is stale.
+    // parallels.txt: extensions without NECESSARY may be dropped; refuse when one is NECESSARY.
+    refuseNecessaryExtension(delta);
+    header.extOffsetSectors = 0;
+  }
+  writeHeader(delta, header, 'in-use flag set');
+}
+
+/** Clears the in-use mark after the last change (ploop writes 0 or "v2.1"; we write "v2.1"). */
+export function clearInUse(delta: Delta): void {
+  if (delta.header.inUse !== IN_USE_OPEN) return;
+  writeHeader(delta, { ...delta.header, inUse: IN_USE_CLOSED_V21 }, 'in-use flag cleared');
+}
+
+function refuseNecessaryExtension(delta: Delta): void {
+  if (!extensionActive(delta.header)) return;
+  const cluster = readFully(delta.fd, clusterBytes(delta.header), delta.header.extOffsetSectors * 512);
+  let at = 24; // after magic and MD5 (parallels.txt "Format Extension")
+  while (at + 24 <= cluster.length) {
+    const magic = cluster.readBigUInt64LE(at);
+    if (magic === 0n) return;
+    const flags = cluster.readBigUInt64LE(at + 8);
+    const size = cluster.readUInt32LE(at + 16);
+    if ((flags & 1n) !== 0n) {
+      throw new NotSupported(
+        `The ploop delta "${delta.path}" has a format extension marked necessary (0x${magic.toString(16)}), which this tool cannot keep; it leaves the image unchanged.`,
+      );
+    }
+    at += 24 + Math.ceil(size / 8) * 8;
+  }
+}
+
+/**
+ * Finishes or rolls back what an interrupted writer left: BAT slots past the disk end zeroed (a
+ * shrink that wrote its header), unreferenced clusters at the tail cut off (a copy that never got
+ * its BAT entry), then the in-use mark cleared. Every step is idempotent. Returns what it did.
+ */
+export function recoverDelta(delta: Delta): string[] {
+  const done: string[] = [];
+  if (delta.findings.length === 0) return done;
+  requireWritable(delta);
+  const slackNonZero = delta.bat.slice(delta.header.batEntries).some((v) => v !== 0);
+  if (slackNonZero && delta.header.inUse === IN_USE_OPEN) {
+    zeroEntries(delta, delta.header.batEntries, delta.bat.length);
+    done.push('zeroed BAT slots past the end of the disk');
+  }
+  const end = usedEndBytes(delta);
+  if (delta.fileSizeBytes > end) {
+    truncateDelta(delta, end);
+    done.push("cut unused clusters off the end of the file");
+  }
+  if (delta.header.inUse === IN_USE_OPEN) {
+    clearInUse(delta);
+    done.push('cleared the in-use mark');
+  }
+  delta.findings = [];
+  return done;
+}

@@ -1,0 +1,242 @@
+// DiskDescriptor.xml: parse into a typed model, resolve the delta chain, edit the parsed tree in
+// place (unknown nodes kept, as QEMU's docs/interop/prl-xml.txt asks) and write it atomically.
+// Element names: prl-xml.txt and OpenVZ ploop lib/xml.c (Preallocated lives in Storage; an Image
+// of Type "Plain" is a raw file, "Compressed" an expanding delta).
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { DOMParser, XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
+import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+import { isValidClusterSectors } from './check.js';
+
+export const DESCRIPTOR_NAME = 'DiskDescriptor.xml';
+/** prl-xml.txt: the top snapshot's GUID when TopGUID is absent. */
+export const PREDEFINED_TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
+export const ROOT_PARENT_GUID = '{00000000-0000-0000-0000-000000000000}';
+const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
+const GUID_PATTERN = /^\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}$/;
+
+export type ImageType = 'Compressed' | 'Plain';
+
+export interface ChainLink {
+  guid: string;
+  /** Absolute path of the delta, checked to lie inside the folder. */
+  file: string;
+  /** As written in the descriptor. */
+  fileText: string;
+  type: ImageType;
+  parentGuid: string;
+}
+
+export interface PloopDescriptor {
+  /** Absolute path of DiskDescriptor.xml. */
+  path: string;
+  folder: string;
+  diskSizeSectors: number;
+  blockSizeSectors: number;
+  /** Storage/Preallocated = 1: an expanding delta with every cluster allocated. */
+  preallocated: boolean;
+  /** The deltas from the top (the one written to) down to the base. */
+  chain: ChainLink[];
+  /** The parsed tree; edits go here so that unknown nodes survive. */
+  document: Document;
+}
+
+function invalid(path: string, finding: string): ImageInvalid {
+  return new ImageInvalid(`The disk descriptor "${path}" is invalid`, [finding]);
+}
+
+function childElements(parent: Element, name: string): Element[] {
+  const out: Element[] = [];
+  for (let node = parent.firstChild; node !== null; node = node.nextSibling) {
+    if (node.nodeType === 1 && (node as Element).nodeName === name) out.push(node as Element);
+  }
+  return out;
+}
+
+function child(parent: Element, name: string): Element | undefined {
+  return childElements(parent, name)[0];
+}
+
+function text(element: Element | undefined): string | undefined {
+  return element?.textContent?.trim();
+}
+
+/** Resolves an image file name against the folder; refuses anything that leaves it. */
+export function resolveInsideFolder(folder: string, fileText: string, descriptorPath: string): string {
+  if (fileText.length === 0 || fileText.includes('\0')) throw invalid(descriptorPath, 'an Image has an empty or malformed File');
+  if (fileText.split(/[\\/]/).includes('..')) {
+    throw invalid(descriptorPath, `the image file "${fileText}" uses "..", which may leave the image folder`);
+  }
+  const absolute = isAbsolute(fileText) ? resolve(fileText) : resolve(folder, fileText);
+  const rel = relative(resolve(folder), absolute);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+    throw invalid(descriptorPath, `the image file "${fileText}" is outside the image folder ${folder}`);
+  }
+  return absolute;
+}
+
+function parseNumber(value: string | undefined, what: string, path: string): number {
+  if (value === undefined || !/^[0-9]{1,16}$/.test(value)) throw invalid(path, `${what} is missing or not a whole number`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw invalid(path, `${what} is too large`);
+  return n;
+}
+
+/** Parses the descriptor text; `path` is where it lives (image files resolve against its folder). */
+export function parseDescriptor(xml: string, path: string): PloopDescriptor {
+  path = resolve(path);
+  const folder = dirname(path);
+  // Entities and DTDs are refused outright: no expansion bombs, no external fetches.
+  if (/<!DOCTYPE|<!ENTITY/i.test(xml)) throw invalid(path, 'it declares a DOCTYPE or entities, which a disk descriptor never needs');
+  let document: Document;
+  try {
+    document = new DOMParser({
+      onError: (level: string, message: string) => {
+        if (level !== 'warning') throw new Error(message);
+      },
+    }).parseFromString(xml, 'text/xml');
+  } catch (error) {
+    throw invalid(path, `it is not well-formed XML (${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
+  }
+  if (document.doctype !== null) throw invalid(path, 'it declares a DOCTYPE');
+  const root = document.documentElement;
+  if (!root || (root.nodeName !== 'Parallels_disk_image' && root.nodeName !== 'Virtuozzo_disk_image')) {
+    throw invalid(path, `the root element is ${root?.nodeName ?? 'missing'}, not Parallels_disk_image or Virtuozzo_disk_image`);
+  }
+
+  const params = child(root, 'Disk_Parameters');
+  if (!params) throw invalid(path, 'Disk_Parameters is missing');
+  const diskSizeSectors = parseNumber(text(child(params, 'Disk_size')), 'Disk_size', path);
+  const padding = text(child(params, 'Padding'));
+  if (padding !== undefined && padding !== '0') throw new NotSupported(`The disk descriptor "${path}" uses Padding ${padding}, which this tool does not support.`);
+  const encryption = child(params, 'Encryption');
+  if (encryption && text(child(encryption, 'KeyId'))) {
+    throw new NotSupported(`The ploop image "${folder}" is encrypted, which this tool does not support.`);
+  }
+
+  const storageData = child(root, 'StorageData');
+  const storages = storageData ? childElements(storageData, 'Storage') : [];
+  if (storages.length === 0) throw invalid(path, 'StorageData/Storage is missing');
+  if (storages.length > 1) throw new NotSupported(`The ploop image "${folder}" is split over several storages, which this tool does not support.`);
+  const storage = storages[0]!;
+  const blockSizeSectors = parseNumber(text(child(storage, 'Blocksize')) ?? '2048', 'Blocksize', path);
+  if (!isValidClusterSectors(blockSizeSectors)) throw invalid(path, `Blocksize ${blockSizeSectors} is not a power of two from 64 to 131072 sectors`);
+  const preallocatedText = text(child(storage, 'Preallocated'));
+  if (preallocatedText !== undefined && preallocatedText !== '0' && preallocatedText !== '1') throw invalid(path, 'Preallocated is neither 0 nor 1');
+  const preallocated = preallocatedText === '1';
+
+  const images = new Map<string, { file: string; fileText: string; type: ImageType }>();
+  for (const image of childElements(storage, 'Image')) {
+    const guid = text(child(image, 'GUID'));
+    if (guid === undefined || !GUID_PATTERN.test(guid)) throw invalid(path, `an Image has a missing or malformed GUID "${guid ?? ''}"`);
+    if (images.has(guid.toLowerCase())) throw invalid(path, `the image GUID ${guid} appears twice`);
+    const typeText = text(child(image, 'Type')) ?? 'Compressed';
+    if (typeText !== 'Compressed' && typeText !== 'Plain') throw invalid(path, `image ${guid} has Type "${typeText}", not Compressed or Plain`);
+    const fileText = text(child(image, 'File'));
+    if (fileText === undefined) throw invalid(path, `image ${guid} has no File`);
+    images.set(guid.toLowerCase(), { file: resolveInsideFolder(folder, fileText, path), fileText, type: typeText });
+  }
+  if (images.size === 0) throw invalid(path, 'StorageData/Storage has no Image');
+
+  const snapshots = child(root, 'Snapshots');
+  if (!snapshots) throw invalid(path, 'Snapshots is missing');
+  const parents = new Map<string, string>();
+  for (const shot of childElements(snapshots, 'Shot')) {
+    const guid = text(child(shot, 'GUID'));
+    const parent = text(child(shot, 'ParentGUID'));
+    if (guid === undefined || !GUID_PATTERN.test(guid)) throw invalid(path, 'a Shot has a missing or malformed GUID');
+    if (parent === undefined || !GUID_PATTERN.test(parent)) throw invalid(path, `Shot ${guid} has a missing or malformed ParentGUID`);
+    if (parents.has(guid.toLowerCase())) throw invalid(path, `Shot ${guid} appears twice`);
+    parents.set(guid.toLowerCase(), parent.toLowerCase());
+  }
+  let top = text(child(snapshots, 'TopGUID'))?.toLowerCase();
+  if (top === undefined) {
+    if (!parents.has(PREDEFINED_TOP_GUID)) throw invalid(path, 'Snapshots has no TopGUID and no Shot with the predefined top GUID');
+    top = PREDEFINED_TOP_GUID;
+  }
+
+  const chain: ChainLink[] = [];
+  const visited = new Set<string>();
+  for (let guid = top; guid !== ROOT_PARENT_GUID; ) {
+    if (visited.has(guid)) throw invalid(path, `the snapshot chain loops back to ${guid}`);
+    visited.add(guid);
+    const image = images.get(guid);
+    if (!image) throw invalid(path, `the snapshot ${guid} has no Image in StorageData`);
+    const parentGuid = parents.get(guid);
+    if (parentGuid === undefined) throw invalid(path, `the image ${guid} has no Shot in Snapshots`);
+    chain.push({ guid, parentGuid, ...image });
+    guid = parentGuid;
+  }
+  for (const link of chain.slice(0, -1)) {
+    if (link.type === 'Plain') throw invalid(path, `the overlay ${link.guid} has Type Plain; only a base image may be raw`);
+  }
+  return { path, folder, diskSizeSectors, blockSizeSectors, preallocated, chain, document };
+}
+
+/** Reads DiskDescriptor.xml from a folder (or a file inside it) and checks symlinks do not leave the folder. */
+export function readDescriptor(folderOrFile: string): PloopDescriptor {
+  let path = resolve(folderOrFile);
+  if (statSync(path).isDirectory()) path = join(path, DESCRIPTOR_NAME);
+  else if (!path.endsWith(sep + DESCRIPTOR_NAME)) path = join(dirname(path), DESCRIPTOR_NAME);
+  const size = statSync(path).size;
+  if (size > MAX_DESCRIPTOR_BYTES) throw invalid(path, `it is ${size} bytes, far more than a descriptor needs`);
+  const descriptor = parseDescriptor(readFileSync(path, 'utf8'), path);
+  const realFolder = realpathSync(descriptor.folder);
+  for (const link of descriptor.chain) {
+    let real: string;
+    try {
+      real = realpathSync(link.file);
+    } catch {
+      throw invalid(path, `the image file "${link.fileText}" does not exist`);
+    }
+    const rel = relative(realFolder, real);
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+      throw invalid(path, `the image file "${link.fileText}" is a link that leads outside the image folder`);
+    }
+    link.file = real;
+  }
+  return descriptor;
+}
+
+function setChildText(document: Document, parent: Element, name: string, value: string): void {
+  let element = child(parent, name);
+  if (!element) {
+    element = document.createElement(name);
+    parent.appendChild(element);
+  }
+  while (element.firstChild) element.removeChild(element.firstChild);
+  element.appendChild(document.createTextNode(value));
+}
+
+/** New virtual size: Disk_size, Storage End and Cylinders (Heads × Sectors × Cylinders ≈ Disk_size). */
+export function setDiskSize(descriptor: PloopDescriptor, sizeSectors: number): void {
+  const root = descriptor.document.documentElement!;
+  const params = child(root, 'Disk_Parameters')!;
+  setChildText(descriptor.document, params, 'Disk_size', String(sizeSectors));
+  const heads = Number(text(child(params, 'Heads')) ?? '16') || 16;
+  const sectors = Number(text(child(params, 'Sectors')) ?? '32') || 32;
+  if (child(params, 'Cylinders')) setChildText(descriptor.document, params, 'Cylinders', String(Math.floor(sizeSectors / (heads * sectors))));
+  const storage = child(child(root, 'StorageData')!, 'Storage')!;
+  setChildText(descriptor.document, storage, 'End', String(sizeSectors));
+  descriptor.diskSizeSectors = sizeSectors;
+}
+
+export function setPreallocated(descriptor: PloopDescriptor, preallocated: boolean): void {
+  const root = descriptor.document.documentElement!;
+  const storage = child(child(root, 'StorageData')!, 'Storage')!;
+  const existing = child(storage, 'Preallocated');
+  if (preallocated) setChildText(descriptor.document, storage, 'Preallocated', '1');
+  else if (existing) storage.removeChild(existing);
+  descriptor.preallocated = preallocated;
+}
+
+export function serializeDescriptor(descriptor: PloopDescriptor): string {
+  const body = new XMLSerializer().serializeToString(descriptor.document);
+  return body.startsWith('<?xml') ? body : `<?xml version="1.0" encoding="UTF-8"?>\n${body}`;
+}
+
+/** Temporary file, fsync, rename, fsync of the folder. */
+export function writeDescriptor(descriptor: PloopDescriptor): void {
+  writeFileAtomic(descriptor.path, serializeDescriptor(descriptor).replace(/\n?$/, '\n'));
+}

@@ -1,0 +1,122 @@
+// A ploop image: the descriptor plus its deltas opened top first; virtual offsets mapped through
+// the chain to (file, offset); recovery of what an interrupted operation left behind.
+import { closeSync, fstatSync, openSync, constants } from 'node:fs';
+import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
+import { type Delta, clusterHostOffset, closeDelta, openDelta, readFully, recoverDelta } from './delta.js';
+import { clusterBytes, effectiveSizeSectors } from './header.js';
+
+export interface PloopImage {
+  descriptor: PloopDescriptor;
+  /** Top first, one per descriptor.chain entry. */
+  deltas: Delta[];
+  clusterBytes: number;
+  /** The virtual size, as the top delta's header states it. */
+  sizeBytes: number;
+  /** Problems that recoverPloopImage() repairs (left by an interrupted operation). */
+  pendingRecovery: string[];
+}
+
+export interface MappedExtent {
+  /** Index into image.deltas of the delta that holds the data. */
+  deltaIndex: number;
+  file: string;
+  offsetBytes: number;
+}
+
+/** Opens every delta of the chain (only the top one writable, and only when asked). */
+export function openPloopImage(folderOrFile: string, options: { write?: boolean } = {}): PloopImage {
+  const descriptor = readDescriptor(folderOrFile);
+  const deltas: Delta[] = [];
+  try {
+    for (const [index, link] of descriptor.chain.entries()) {
+      if (link.type === 'Plain') {
+        throw new NotSupported(`The ploop image "${descriptor.folder}" has a raw (Plain) base image, which this tool does not support.`);
+      }
+      deltas.push(openDelta(link.file, { write: options.write === true && index === 0 }));
+    }
+    const top = deltas[0]!;
+    const cluster = clusterBytes(top.header);
+    const mismatched = deltas.filter((d) => clusterBytes(d.header) !== cluster || d.header.clusterSectors !== descriptor.blockSizeSectors);
+    if (mismatched.length > 0) {
+      throw new ImageInvalid(`The ploop image "${descriptor.folder}" is invalid`, [
+        `the delta "${mismatched[0]!.path}" has a cluster size of ${mismatched[0]!.header.clusterSectors} sectors, but the descriptor's Blocksize is ${descriptor.blockSizeSectors}`,
+      ]);
+    }
+    const lowerInUse = deltas.slice(1).filter((d) => d.findings.some((f) => f.rule === 'in-use-set'));
+    if (lowerInUse.length > 0) {
+      throw new ImageInvalid(`The ploop image "${descriptor.folder}" is invalid`, [`the read-only snapshot delta "${lowerInUse[0]!.path}" is marked in use`]);
+    }
+    const sizeSectors = effectiveSizeSectors(top.header);
+    const pendingRecovery = top.findings.map((f) => f.message);
+    if (descriptor.diskSizeSectors !== sizeSectors) {
+      pendingRecovery.push(`the descriptor's Disk_size of ${descriptor.diskSizeSectors} sectors differs from the top delta's ${sizeSectors}`);
+    }
+    return { descriptor, deltas, clusterBytes: cluster, sizeBytes: sizeSectors * 512, pendingRecovery };
+  } catch (error) {
+    for (const delta of deltas) closeDelta(delta);
+    throw error;
+  }
+}
+
+export function closePloopImage(image: PloopImage): void {
+  for (const delta of image.deltas) closeDelta(delta);
+}
+
+/**
+ * Completes an interrupted operation: the top delta's recovery (see delta.ts), then the descriptor
+ * follows the top delta's size, which our operations always change first.
+ */
+export function recoverPloopImage(image: PloopImage): string[] {
+  const done = recoverDelta(image.deltas[0]!);
+  const sizeSectors = image.sizeBytes / 512;
+  if (image.descriptor.diskSizeSectors !== sizeSectors) {
+    setDiskSize(image.descriptor, sizeSectors);
+    writeDescriptor(image.descriptor);
+    done.push(`set the descriptor's Disk_size to ${sizeSectors} sectors`);
+  }
+  image.pendingRecovery = [];
+  return done;
+}
+
+/** Where virtual cluster `index` lives: the first delta from the top that allocates it. */
+export function mapCluster(image: PloopImage, index: number): MappedExtent | undefined {
+  for (const [deltaIndex, delta] of image.deltas.entries()) {
+    const offset = clusterHostOffset(delta, index);
+    if (offset !== undefined) return { deltaIndex, file: delta.path, offsetBytes: offset };
+  }
+  return undefined;
+}
+
+/** Maps one virtual byte offset; undefined when no delta holds it (it reads as zeros). */
+export function mapVirtual(image: PloopImage, offsetBytes: number): MappedExtent | undefined {
+  if (offsetBytes < 0 || offsetBytes >= image.sizeBytes) throw new RangeError(`offset ${offsetBytes} is outside the disk`);
+  const within = offsetBytes % image.clusterBytes;
+  const mapped = mapCluster(image, Math.floor(offsetBytes / image.clusterBytes));
+  return mapped && { ...mapped, offsetBytes: mapped.offsetBytes + within };
+}
+
+/** Reads virtual bytes through the chain (for tests and checks; not for bulk copying). */
+export function readVirtual(image: PloopImage, offsetBytes: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const at = offsetBytes + done;
+    const chunk = Math.min(length - done, image.clusterBytes - (at % image.clusterBytes), image.sizeBytes - at);
+    if (chunk <= 0) break;
+    const mapped = mapVirtual(image, at);
+    if (mapped) readFully(image.deltas[mapped.deltaIndex]!.fd, chunk, mapped.offsetBytes).copy(out, done);
+    done += chunk;
+  }
+  return out;
+}
+
+/** Size of a delta file on the host, for reports. */
+export function fileSizeOf(path: string): number {
+  const fd = openSync(path, constants.O_RDONLY);
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
