@@ -115,6 +115,9 @@ export class GuestSession {
 
   private constructor(private readonly fish: Guestfish, readonly accel: Accel) {
     this.unregister = onExit(() => this.close());
+    // An interrupted command must not wait for a long guest call: the changes live in an overlay or are
+    // rolled back, so killing the appliance is safe.
+    cancellation.addEventListener('abort', () => this.fish.kill(), { once: true });
   }
 
   /** Starts the appliance with these drives (/dev/sda, /dev/sdb … in order). */

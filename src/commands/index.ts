@@ -1,0 +1,31 @@
+// Dispatch from a parsed request to the command that carries it out.
+import type { Request } from './request.js';
+import type { Context } from './context.js';
+import type { Report } from './report.js';
+import { ToolError } from '../util/errors.js';
+import { resolveHdd } from '../formats/resolve.js';
+
+type Operational = Exclude<Request, { kind: 'help' } | { kind: 'usage' }>;
+
+function notBuilt(what: string, hdd: string): never {
+  resolveHdd(hdd, request.hdd); // a wrong path is still reported as such
+  throw new ToolError('not-implemented', `${what} is not implemented yet in this version of prl_disk_tool; nothing was changed.`);
+}
+
+export async function runRequest(request: Operational, context: Context): Promise<Report> {
+  void context;
+  switch (request.kind) {
+    case 'resize-info':
+      return notBuilt('resize --info', request.hdd);
+    case 'resize':
+      return notBuilt(request.resizePartition ? 'resize --resize_partition' : 'resize', request.hdd);
+    case 'compact-info':
+      return notBuilt('compact --info', request.hdd);
+    case 'compact':
+      return notBuilt('compact', request.hdd);
+    case 'merge':
+      return notBuilt(request.external ? 'merge --external' : 'merge', request.hdd);
+    case 'convert':
+      return notBuilt('convert', request.hdd);
+  }
+}

@@ -1,0 +1,69 @@
+// The image model every command starts from: format, sizes, host allocation, chain, snapshots.
+import { statSync } from 'node:fs';
+import type { ImageRef } from './resolve.js';
+import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
+import { readDescriptor, type PloopDescriptor } from './ploop/descriptor.js';
+import type { Drive } from '../guest/session.js';
+
+interface Common {
+  virtualSizeBytes: number;
+  /** Host bytes allocated by every file of the image (top and lower layers). */
+  hostBytes: number;
+}
+
+export interface Qcow2Image extends Common {
+  format: 'qcow2';
+  path: string;
+  /** The image and its backing files, top first. */
+  chain: ImageInfo[];
+  snapshots: Snapshot[];
+}
+
+export interface PloopImage extends Common {
+  format: 'ploop';
+  folder: string;
+  descriptor: PloopDescriptor;
+  /** Delta files, top first. */
+  deltas: string[];
+}
+
+export type Image = Qcow2Image | PloopImage;
+
+function allocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
+}
+
+export function topDeltaPath(ref: Extract<ImageRef, { format: 'ploop' }>): string {
+  return readDescriptor(ref.folder).chain[0]!.file;
+}
+
+export async function loadImage(ref: ImageRef): Promise<Image> {
+  if (ref.format === 'qcow2') {
+    const chain = await infoChain(ref.path, 'qcow2', true);
+    const top = chain[0]!;
+    return {
+      format: 'qcow2',
+      path: ref.path,
+      chain,
+      snapshots: top.snapshots,
+      virtualSizeBytes: top.virtualSize,
+      hostBytes: chain.reduce((sum, info) => sum + allocatedBytes(info.filename), 0),
+    };
+  }
+  const descriptor = readDescriptor(ref.folder);
+  const deltas = descriptor.chain.map((link) => link.file);
+  return {
+    format: 'ploop',
+    folder: ref.folder,
+    descriptor,
+    deltas,
+    virtualSizeBytes: descriptor.diskSizeSectors * 512,
+    hostBytes: deltas.reduce((sum, file) => sum + allocatedBytes(file), 0),
+  };
+}
+
+/** The drive the appliance sees for this image: always with its format named. */
+export function guestDrive(image: Image, readonly: boolean): Drive {
+  if (image.format === 'qcow2') return { path: image.path, format: 'qcow2', readonly };
+  return { path: image.deltas[0]!, format: 'parallels', readonly };
+}

@@ -1,0 +1,148 @@
+// qemu-img as a typed API: JSON output only, the format always named, never probed.
+import { run, CommandFailed, type RunOptions } from '../../util/exec.js';
+import { ImageInvalid, ToolError } from '../../util/errors.js';
+
+export type QemuFormat = 'qcow2' | 'parallels' | 'raw';
+
+export interface Snapshot {
+  id: string;
+  name: string;
+  vmStateSize: number;
+}
+
+export interface ImageInfo {
+  filename: string;
+  format: string;
+  virtualSize: number;
+  actualSize: number;
+  clusterSize?: number;
+  dirty: boolean;
+  corrupt: boolean;
+  backingFilename?: string;
+  backingFormat?: string;
+  fullBackingFilename?: string;
+  snapshots: Snapshot[];
+}
+
+function asNumber(value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new ToolError('tool-failed', `qemu-img info gave no valid ${what}.`);
+  return value;
+}
+
+function decodeInfo(raw: Record<string, unknown>): ImageInfo {
+  const specific = (raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {};
+  const snapshots = Array.isArray(raw.snapshots) ? (raw.snapshots as Record<string, unknown>[]) : [];
+  const info: ImageInfo = {
+    filename: String(raw.filename),
+    format: String(raw.format),
+    virtualSize: asNumber(raw['virtual-size'], 'virtual-size'),
+    actualSize: typeof raw['actual-size'] === 'number' ? raw['actual-size'] : 0,
+    dirty: raw['dirty-flag'] === true,
+    corrupt: specific.corrupt === true,
+    snapshots: snapshots.map((snapshot) => ({
+      id: String(snapshot.id),
+      name: String(snapshot.name ?? ''),
+      vmStateSize: Number(snapshot['vm-state-size'] ?? 0),
+    })),
+  };
+  if (typeof raw['cluster-size'] === 'number') info.clusterSize = raw['cluster-size'];
+  if (typeof raw['backing-filename'] === 'string') info.backingFilename = raw['backing-filename'];
+  if (typeof raw['backing-filename-format'] === 'string') info.backingFormat = raw['backing-filename-format'];
+  if (typeof raw['full-backing-filename'] === 'string') info.fullBackingFilename = raw['full-backing-filename'];
+  return info;
+}
+
+function explainOpenFailure(error: unknown, path: string, format: QemuFormat): never {
+  if (error instanceof CommandFailed) {
+    if (/Failed to get ".*" lock|Is another process using the image/.test(error.stderr)) {
+      throw new ToolError('in-use', `The disk image "${path}" is in use by a running virtual machine; stop the VM first.`);
+    }
+    if (/Image is not in qcow2 format|Unsupported qcow2 version|not in .* format|Image not in/i.test(error.stderr)) {
+      throw new ImageInvalid(`"${path}" is not a ${format} image`);
+    }
+    throw new ImageInvalid(`"${path}" cannot be opened as a ${format} image (${error.stderr.trim().split('\n').pop() ?? 'qemu-img failed'})`);
+  }
+  throw error;
+}
+
+/**
+ * Reads the image and its backing chain, top first. `shareLock` (-U) lets queries run beside a VM;
+ * without it qemu-img takes QEMU's own image lock, which is how we detect a running VM.
+ */
+export async function infoChain(path: string, format: QemuFormat, shareLock: boolean): Promise<ImageInfo[]> {
+  const args = ['info', '--output=json', '--backing-chain', '-f', format];
+  if (shareLock) args.push('-U');
+  args.push(path);
+  let stdout: string;
+  try {
+    ({ stdout } = await run('qemu-img', args, { timeoutMs: 120_000 }));
+  } catch (error) {
+    explainOpenFailure(error, path, format);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(stdout);
+  } catch {
+    throw new ToolError('tool-failed', `qemu-img info printed output that is not JSON for "${path}".`);
+  }
+  const list = Array.isArray(parsed) ? parsed : [parsed];
+  return list.map((item) => decodeInfo(item as Record<string, unknown>));
+}
+
+export interface CheckResult {
+  corruptions: number;
+  leaks: number;
+  checkErrors: number;
+}
+
+export async function check(path: string, format: QemuFormat, shareLock = false): Promise<CheckResult> {
+  const args = ['check', '--output=json', '-f', format];
+  if (shareLock) args.push('-U');
+  args.push(path);
+  // Exit 2: corruptions, 3: leaks only; both still print the JSON report.
+  const { stdout } = await run('qemu-img', args, { okExitCodes: [0, 2, 3], timeoutMs: 30 * 60_000 });
+  const report = JSON.parse(stdout) as Record<string, unknown>;
+  return {
+    corruptions: Number(report.corruptions ?? 0),
+    leaks: Number(report.leaks ?? 0),
+    checkErrors: Number(report['check-errors'] ?? 0),
+  };
+}
+
+/** qemu-img subcommand runner for the commands that change images (resize, convert, commit, snapshot). */
+export async function qemuImg(args: readonly string[], options: RunOptions = {}): Promise<string> {
+  return (await run('qemu-img', args, options)).stdout;
+}
+
+export interface MapExtent {
+  start: number;
+  length: number;
+  data: boolean;
+  zero: boolean;
+  depth: number;
+  offset?: number;
+}
+
+export async function map(path: string, format: QemuFormat, shareLock = true): Promise<MapExtent[]> {
+  const args = ['map', '--output=json', '-f', format];
+  if (shareLock) args.push('-U');
+  args.push(path);
+  const { stdout } = await run('qemu-img', args, { timeoutMs: 30 * 60_000 });
+  return (JSON.parse(stdout) as Record<string, unknown>[]).map((extent) => {
+    const result: MapExtent = {
+      start: Number(extent.start),
+      length: Number(extent.length),
+      data: extent.data === true,
+      zero: extent.zero === true,
+      depth: Number(extent.depth ?? 0),
+    };
+    if (typeof extent.offset === 'number') result.offset = extent.offset;
+    return result;
+  });
+}
+
+/** Parses qemu-img's `-p` progress lines: "    (12.34/100%)". */
+export function parseProgress(line: string): number | undefined {
+  const match = /\((\d+(?:\.\d+)?)\/100%\)/.exec(line);
+  return match ? Number(match[1]) / 100 : undefined;
+}
