@@ -8,7 +8,7 @@ import { resolveHdd } from '../formats/resolve.js';
 type Operational = Exclude<Request, { kind: 'help' } | { kind: 'usage' }>;
 
 function notBuilt(what: string, hdd: string): never {
-  resolveHdd(hdd, request.hdd); // a wrong path is still reported as such
+  resolveHdd(hdd); // a wrong path is still reported as such
   throw new ToolError('not-implemented', `${what} is not implemented yet in this version of prl_disk_tool; nothing was changed.`);
 }
 
