@@ -10,6 +10,18 @@ export interface HeldLock {
   release(): void;
 }
 
+/** Opens read-only; a lock file that must be created but cannot be (read-only folder) is then opened as is. */
+function openForLock(lockPath: string, create: boolean): number {
+  if (!create) return openSync(lockPath, constants.O_RDONLY);
+  try {
+    return openSync(lockPath, constants.O_RDONLY | constants.O_CREAT, 0o600);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EROFS') return openSync(lockPath, constants.O_RDONLY);
+    throw error;
+  }
+}
+
 /**
  * Takes a non-blocking flock on `lockPath`. A shared lock only needs read access, so --info works on
  * a read-only image; `create` makes the file (ploop's DiskDescriptor.xml.lck) when it is missing.
@@ -17,9 +29,7 @@ export interface HeldLock {
 export function acquireLock(lockPath: string, mode: LockMode, displayPath: string, create = false): HeldLock {
   let fd: number;
   try {
-    fd = create
-      ? openSync(lockPath, constants.O_RDONLY | constants.O_CREAT, 0o600)
-      : openSync(lockPath, constants.O_RDONLY);
+    fd = openForLock(lockPath, create);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EROFS') {
