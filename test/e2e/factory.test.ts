@@ -1,7 +1,7 @@
 // The factory builds every format x content (every table at least once) and the verifier passes on each; then the
 // verifier is shown to fail on altered, missing and extra files, a damaged filesystem, a changed other partition and
 // a corrupt container.
-import { appendFile, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +15,7 @@ import {
   readImagePartitionTable,
   SWAP_LABEL,
   type TableKind,
+  tool,
   verifyImage,
 } from '../factory/index.js';
 import { editFiles, overwriteGuestBytes } from '../factory/mutate.js';
@@ -34,6 +35,8 @@ const cases: Case[] = [
   { format: 'qcow2', table: 'mbr', content: 'ext2' },
   { format: 'qcow2', table: 'logical', content: 'ext3' },
   { format: 'qcow2', table: 'none', content: 'ext4' },
+  // A whole-disk NTFS boot sector ends in 55 AA: sfdisk alone would take it for an empty MBR.
+  { format: 'qcow2', table: 'none', content: 'ntfs' },
   { format: 'qcow2', table: 'mbr', content: 'ntfs' },
   { format: 'qcow2', table: 'gpt', content: 'btrfs' },
   { format: 'qcow2', table: 'gpt', content: 'xfs' },
@@ -123,6 +126,20 @@ function checkLayout(built: BuiltImage, table: Awaited<ReturnType<typeof verifyI
   }
 }
 
+describe('factory: parallel use', () => {
+  it('builds and verifies two images at the same time without interference', async () => {
+    const specs = [
+      { format: 'qcow2', table: 'gpt', content: 'lvm', seed: 201 },
+      { format: 'ploop', table: 'mbr', content: 'ntfs', seed: 202 },
+    ] as const;
+    const built = await Promise.all(specs.map((s) => buildImage({ ...s, dir, sizeMiB: 256, filesMiB: 8, deletedMiB: 8 })));
+    const reports = await Promise.all(built.map((b) => verifyImage(b)));
+    reports.forEach((r, i) => expect(r.files).toEqual(built[i]!.checksums));
+    // Same folder, different seeds: different contents.
+    expect(built[0]!.checksums['one byte.txt']).not.toBe(built[1]!.checksums['one byte.txt']);
+  });
+});
+
 describe('verifier: proven able to fail', () => {
   let built: BuiltImage;
 
@@ -169,7 +186,6 @@ describe('verifier: proven able to fail', () => {
 
   it('reports a GPT whose backup header is not at the end (disk grown by qemu-img resize alone)', async () => {
     const grown = await buildImage({ format: 'qcow2', table: 'gpt', content: 'ext2', dir, name: 'grown', sizeMiB: 64, filesMiB: 1, deletedMiB: 0, seed: 8 });
-    const { tool } = await import('../factory/index.js');
     await tool('qemu-img', ['resize', '-f', 'qcow2', grown.hdd, '128M']);
     const reading = await readImagePartitionTable(grown);
     expect(reading.problems.join('\n')).toMatch(/sgdisk -v reports problems/);
@@ -180,7 +196,6 @@ describe('verifier: proven able to fail', () => {
     const ploop = await buildImage({ format: 'ploop', table: 'mbr', content: 'ext4', dir, name: 'bad-ploop', sizeMiB: 64, filesMiB: 1, deletedMiB: 0, seed: 9 });
     await verifyImage(ploop);
     const xml = join(ploop.hdd, 'DiskDescriptor.xml');
-    const { readFile } = await import('node:fs/promises');
     const original = await readFile(xml, 'utf8');
     await writeFile(xml, original.replace(/<Disk_size>\d+<\/Disk_size>/, '<Disk_size>262144</Disk_size>'));
     await expect(verifyImage(ploop)).rejects.toThrow(/DiskDescriptor.xml says 262144 sectors/);
@@ -192,6 +207,5 @@ describe('verifier: proven able to fail', () => {
     await fh.write(entry, 0, 4, 64 + 4 * 63);
     await fh.close();
     await expect(verifyImage(ploop)).rejects.toThrow(/qemu-img check/);
-    await appendFile(xml, '');
   });
 });

@@ -119,7 +119,12 @@ export async function readPartitionTable(raw: string): Promise<TableReading> {
   }
   const parsed = JSON.parse(json) as { partitiontable?: SfdiskTable };
   const table = parsed.partitiontable;
-  if (table === undefined || !Array.isArray(table.partitions)) throw new Error(`sfdisk -J ${raw} printed no partitiontable`);
+  if (table === undefined) throw new Error(`sfdisk -J ${raw} printed no partitiontable`);
+  table.partitions ??= [];
+  // An NTFS boot sector ends in 55 AA, so sfdisk sees an empty MBR on a whole-disk NTFS; blkid knows better.
+  if (table.label === 'dos' && table.partitions.length === 0 && (await wholeDiskContent(raw)) !== null) {
+    return { table: null, problems: [] };
+  }
   const problems: string[] = [];
   if (table.label !== 'gpt') return { table, problems };
   const verify = await tool('sgdisk', ['-v', raw], { ok: [0, 1, 2, 3, 4, 5, 6, 7, 8] });
@@ -128,6 +133,13 @@ export async function readPartitionTable(raw: string): Promise<TableReading> {
     problems.push(`sgdisk -v reports problems (exit code ${verify.exitCode}):\n${text.trim()}`);
   }
   return { table, sgdiskVerify: text, problems };
+}
+
+/** The TYPE blkid finds on the whole disk when no partition table is there (a filesystem, swap, an LVM PV). */
+async function wholeDiskContent(raw: string): Promise<string | null> {
+  const { stdout } = await tool('blkid', ['-p', '-o', 'export', raw], { ok: [0, 2] });
+  if (/^PTTYPE=/m.test(stdout)) return null;
+  return /^TYPE=(.*)$/m.exec(stdout)?.[1] ?? null;
 }
 
 export function partitionNumber(table: SfdiskTable, p: SfdiskPartition): number {
