@@ -151,7 +151,9 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
     let kind: FsKind;
     if (image.content === 'lvm') {
       const layout = await readLayout(device);
-      await checkVg(device, layout.vg);
+      await collect(problems, () => checkVg(device, layout.vg));
+      if (built?.vgName !== undefined && layout.vg !== built.vgName) problems.push(`VG is ${layout.vg}, expected ${built.vgName}`);
+      if (built?.lvName !== undefined && layout.last.name !== built.lvName) problems.push(`last LV is ${layout.last.name}, expected ${built.lvName}`);
       out.pvSizeBytes = layout.pvSizeBytes;
       out.lvSizeBytes = layout.last.sizeBytes;
       fsDevice = await attachLoop(scope, raw, { offsetBytes: range.offsetBytes + layout.last.offsetBytes, sizeBytes: layout.last.sizeBytes }, true);
