@@ -4,6 +4,8 @@ import type { Context } from './context.js';
 import type { Report } from './report.js';
 import { ToolError } from '../util/errors.js';
 import { resolveHdd } from '../formats/resolve.js';
+import { runMerge } from './merge.js';
+import { runConvert } from './convert.js';
 
 type Operational = Exclude<Request, { kind: 'help' } | { kind: 'usage' }>;
 
@@ -24,8 +26,8 @@ export async function runRequest(request: Operational, context: Context): Promis
     case 'compact':
       return notBuilt('compact', request.hdd);
     case 'merge':
-      return notBuilt(request.external ? 'merge --external' : 'merge', request.hdd);
+      return runMerge(request, context);
     case 'convert':
-      return notBuilt('convert', request.hdd);
+      return runConvert(request, context);
   }
 }

@@ -1,0 +1,87 @@
+// Reads a qcow2 backing chain one file at a time with the format always named: a layer whose backing
+// format is not recorded is refused instead of letting qemu-img probe it.
+import { realpathSync } from 'node:fs';
+import { qemuImg } from '../formats/qcow2/qemu-img.js';
+import { CommandFailed } from '../util/exec.js';
+import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
+
+export interface Layer {
+  /** Absolute, symlinks resolved. */
+  path: string;
+  virtualSizeBytes: number;
+  dirty: boolean;
+  corrupt: boolean;
+  snapshots: number;
+  backingPath?: string;
+  /** Extra features that make the layer unsuitable as the merged image (external data file, encryption). */
+  unsupported?: string;
+}
+
+const MAX_CHAIN = 64;
+
+function parseLayer(path: string, stdout: string): Layer & { backingFilename?: string; backingFormat?: string } {
+  const raw = JSON.parse(stdout) as Record<string, unknown>;
+  const specific = ((raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {}) as Record<string, unknown>;
+  if (raw.format !== 'qcow2') throw new ImageInvalid(`"${path}" is not a qcow2 image`);
+  if (typeof raw['virtual-size'] !== 'number') throw new ToolError('tool-failed', `qemu-img info gave no virtual size for "${path}".`);
+  const layer: Layer & { backingFilename?: string; backingFormat?: string } = {
+    path,
+    virtualSizeBytes: raw['virtual-size'],
+    dirty: raw['dirty-flag'] === true,
+    corrupt: specific.corrupt === true,
+    snapshots: Array.isArray(raw.snapshots) ? raw.snapshots.length : 0,
+  };
+  if (typeof specific['data-file'] === 'string') layer.unsupported = `an external data file (${specific['data-file']})`;
+  else if (raw.encrypted === true || specific.encrypt !== undefined) layer.unsupported = 'encryption';
+  if (typeof raw['backing-filename'] === 'string') layer.backingFilename = raw['backing-filename'];
+  if (typeof raw['backing-filename-format'] === 'string') layer.backingFormat = raw['backing-filename-format'];
+  if (typeof raw['full-backing-filename'] === 'string') layer.backingPath = raw['full-backing-filename'];
+  return layer;
+}
+
+/** qemu-img info of one file, without opening its backing file; `shareLock` false also detects a VM holding it. */
+export async function readLayer(path: string, shareLock: boolean): Promise<ReturnType<typeof parseLayer>> {
+  const args = ['info', '--output=json', '-f', 'qcow2'];
+  if (shareLock) args.push('-U');
+  try {
+    return parseLayer(path, await qemuImg([...args, path], { timeoutMs: 120_000 }));
+  } catch (error) {
+    if (error instanceof CommandFailed && /Failed to get ".*" lock|Is another process using the image/.test(error.stderr)) {
+      throw new ToolError('in-use', `The disk image "${path}" of the backing chain is in use by a running virtual machine; stop it first.`);
+    }
+    if (error instanceof CommandFailed) {
+      throw new ImageInvalid(`"${path}" cannot be opened as a qcow2 image (${error.stderr.trim().split('\n').pop() ?? 'qemu-img failed'})`);
+    }
+    throw error;
+  }
+}
+
+/** The chain from `top` down to its base, top first. */
+export async function readChain(top: string): Promise<Layer[]> {
+  const chain: Layer[] = [];
+  const seen = new Set<string>();
+  let path = realpathSync(top);
+  for (;;) {
+    if (seen.has(path)) throw new ImageInvalid(`The backing chain of "${top}" loops back to "${path}"`);
+    if (chain.length >= MAX_CHAIN) throw new NotSupported(`The backing chain of "${top}" is longer than ${MAX_CHAIN} files.`);
+    seen.add(path);
+    const layer = await readLayer(path, true);
+    chain.push(layer);
+    if (layer.backingFilename === undefined) break;
+    if (layer.backingFormat === undefined) {
+      throw new Refused(
+        `"${path}" names its backing file "${layer.backingFilename}" without its format, and probing a format is unsafe; if the backing file is qcow2, record it with "qemu-img rebase -u -f qcow2 -F qcow2 -b '${layer.backingFilename}' '${path}'" and try again. Nothing was changed.`,
+      );
+    }
+    if (layer.backingFormat !== 'qcow2') {
+      throw new NotSupported(`"${path}" has a ${layer.backingFormat} backing file ("${layer.backingFilename}"); merge --external only folds qcow2 chains. Nothing was changed.`);
+    }
+    if (layer.backingPath === undefined) throw new ToolError('tool-failed', `qemu-img info did not resolve the backing file of "${path}".`);
+    try {
+      path = realpathSync(layer.backingPath);
+    } catch {
+      throw new ImageInvalid(`The backing file "${layer.backingPath}" of "${layer.path}" is missing`);
+    }
+  }
+  return chain;
+}

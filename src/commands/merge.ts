@@ -1,0 +1,89 @@
+// merge: deletes the internal snapshots of a qcow2 image, keeping its current state; dispatches --external and ploop.
+import type { Request } from './request.js';
+import type { Context } from './context.js';
+import type { ChangeReport } from './report.js';
+import { openImage } from './open.js';
+import { loadImage, type Qcow2Image } from '../formats/image.js';
+import { qemuImg, infoChain, type Snapshot } from '../formats/qcow2/qemu-img.js';
+import { resolveHdd } from '../formats/resolve.js';
+import { describePlan, executePlan, type Plan } from '../plan/plan.js';
+import { ImageInvalid, ToolError } from '../util/errors.js';
+import { formatBytes } from '../util/units.js';
+import { hostAllocatedBytes, qcow2ImageOpts, requireConsistentQcow2 } from './merge-host.js';
+import { mergeExternal } from './merge-external.js';
+import { mergePloop } from './merge-ploop.js';
+
+export type MergeRequest = Extract<Request, { kind: 'merge' }>;
+
+export type SnapshotStep = { kind: 'delete-snapshot'; path: string; id: string; name: string };
+
+export function describeSnapshotStep(step: SnapshotStep): string {
+  return `Delete the internal snapshot ${step.id} ("${step.name}") of ${step.path}; the current state is not touched.`;
+}
+
+/**
+ * qemu-img snapshot -d finds a snapshot by NAME only (qemu 7.2 bdrv_snapshot_find), taking the first one in
+ * table order. Deleting in table order therefore always removes the intended snapshot, even when names repeat
+ * or a name looks like another snapshot's id.
+ */
+export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[]): Plan<SnapshotStep> {
+  return {
+    summary:
+      snapshots.length === 0
+        ? `${path} has no internal snapshots; nothing to merge.`
+        : `Delete all ${snapshots.length} internal snapshot(s) of ${path}, keeping its current state.`,
+    steps: snapshots.map((s) => ({ kind: 'delete-snapshot', path, id: s.id, name: s.name })),
+  };
+}
+
+async function mergeSnapshots(request: MergeRequest, context: Context): Promise<ChangeReport> {
+  const opened = await openImage(request.hdd, 'modify');
+  try {
+    const image = (await loadImage(opened.ref)) as Qcow2Image;
+    const top = image.chain[0]!;
+    if (top.corrupt) throw new ImageInvalid(`The qcow2 image "${image.path}" is marked corrupt; repair it with "qemu-img check -r all" first`);
+    const warnings = await requireConsistentQcow2(image.path);
+    const plan = planSnapshotMerge(image.path, image.snapshots);
+    const lines = describePlan(plan, describeSnapshotStep);
+    const hostBytesBefore = hostAllocatedBytes(image.path);
+    const messages: string[] = [];
+    if (image.chain.length > 1) {
+      messages.push(`${image.path} also has a backing chain of ${image.chain.length - 1} file(s); "merge --external" folds it into one image.`);
+    }
+    const facts = { path: image.path, snapshots: image.snapshots.map((s) => ({ id: s.id, name: s.name })), hostBytesBefore };
+    if (plan.steps.length === 0 || request.dryRun) {
+      return {
+        kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,
+        messages: plan.steps.length === 0 ? [plan.summary, ...messages] : messages,
+        facts: { ...facts, hostBytesAfter: hostBytesBefore, freedBytes: 0 }, warnings,
+      };
+    }
+    let done = 0;
+    context.progress.step('Deleting internal snapshots');
+    await executePlan(plan, describeSnapshotStep, async (step) => {
+      await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000 });
+      context.progress.update(++done / plan.steps.length);
+    });
+    context.progress.done();
+    const left = (await infoChain(image.path, 'qcow2', true))[0]!.snapshots;
+    if (left.length > 0) {
+      throw new ToolError('tool-failed', `qemu-img left ${left.length} snapshot(s) in "${image.path}" (ids ${left.map((s) => s.id).join(', ')}); the current state is intact, run merge again.`);
+    }
+    const hostBytesAfter = hostAllocatedBytes(image.path);
+    const freed = Math.max(0, hostBytesBefore - hostBytesAfter);
+    messages.unshift(`Deleted ${plan.steps.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
+    return {
+      kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,
+      facts: { ...facts, hostBytesAfter, freedBytes: freed }, warnings,
+    };
+  } finally {
+    opened.lock.release();
+  }
+}
+
+export async function runMerge(request: MergeRequest, context: Context): Promise<ChangeReport> {
+  const ref = resolveHdd(request.hdd);
+  if (ref.format === 'ploop') return mergePloop(request, context);
+  if (request.external) return mergeExternal(request, context);
+  return mergeSnapshots(request, context);
+}
