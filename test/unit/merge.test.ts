@@ -1,0 +1,96 @@
+// Planners of merge and merge --external: steps, order, and every refusal, from plain facts.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { planSnapshotMerge, describeSnapshotStep } from '../../src/commands/merge.js';
+import { planExternalMerge, describeExternalStep, type ChainFacts } from '../../src/commands/merge-external.js';
+import { findStaleTemporaries, qcow2ImageOpts } from '../../src/commands/merge-host.js';
+import { ToolError } from '../../src/util/errors.js';
+
+const MiB = 1024 * 1024;
+
+function layer(path: string, extra: Partial<ChainFacts['chain'][number]> = {}): ChainFacts['chain'][number] {
+  return { path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, hostBytes: 4 * MiB, ...extra };
+}
+
+function chainOf(n: number): ChainFacts['chain'] {
+  return Array.from({ length: n }, (_, i) => layer(`/vm/l${i}.qcow2`, i < n - 1 ? { backingPath: `/vm/l${i + 1}.qcow2` } : {}));
+}
+
+function kindOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return error instanceof ToolError ? error.kind : 'other';
+  }
+  return undefined;
+}
+
+describe('planSnapshotMerge', () => {
+  it('deletes every snapshot in table order, by name (qemu-img snapshot -d matches names only)', () => {
+    const plan = planSnapshotMerge('/vm/a.qcow2', [
+      { id: '1', name: '2', vmStateSize: 0 },
+      { id: '2', name: 'dup', vmStateSize: 0 },
+      { id: '3', name: 'dup', vmStateSize: 0 },
+    ]);
+    expect(plan.steps.map((s) => s.name)).toEqual(['2', 'dup', 'dup']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['1', '2', '3']);
+    expect(describeSnapshotStep(plan.steps[0]!)).toMatch(/snapshot 1 \("2"\)/);
+  });
+  it('has nothing to do without snapshots', () => expect(planSnapshotMerge('/vm/a.qcow2', []).steps).toEqual([]));
+});
+
+describe('planExternalMerge', () => {
+  const facts = (chain: ChainFacts['chain'], extra: Partial<ChainFacts> = {}): ChainFacts => ({
+    chain, freeBytesAtBase: 10_000 * MiB, baseOnTopFilesystem: true, ...extra,
+  });
+  it.each([1, 2, 4])('a chain of %i folds into the base, renamed over the top, intermediates removed', (n) => {
+    const plan = planExternalMerge(facts(chainOf(n)));
+    if (n === 1) return expect(plan.steps).toEqual([]);
+    expect(plan.steps.map((s) => s.kind)).toEqual(['commit', 'replace-top', ...Array(n - 2).fill('remove')]);
+    expect(plan.steps[0]).toMatchObject({ top: '/vm/l0.qcow2', base: `/vm/l${n - 1}.qcow2`, baseName: `/vm/l${n - 1}.qcow2`, overlays: n - 1, dataBytes: (n - 1) * 4 * MiB });
+    expect(plan.steps[1]).toEqual({ kind: 'replace-top', base: `/vm/l${n - 1}.qcow2`, top: '/vm/l0.qcow2' });
+    for (const step of plan.steps) expect(describeExternalStep(step)).toMatch(/\.$/);
+  });
+  it('cuts a base larger than the top back to the top size before the rename', () => {
+    const chain = chainOf(2);
+    chain[1]!.virtualSizeBytes = 128 * MiB;
+    expect(planExternalMerge(facts(chain)).steps.map((s) => s.kind)).toEqual(['commit', 'shrink-base', 'replace-top']);
+  });
+  it('accepts a base smaller than the top (commit grows it)', () => {
+    const chain = chainOf(3);
+    chain[2]!.virtualSizeBytes = 32 * MiB;
+    expect(planExternalMerge(facts(chain)).steps[0]!.kind).toBe('commit');
+  });
+  it.each([
+    ['snapshots in the top', (c: ChainFacts['chain']) => (c[0]!.snapshots = 1), 'refused'],
+    ['snapshots in the base', (c: ChainFacts['chain']) => (c[2]!.snapshots = 2), 'refused'],
+    ['a corrupt layer', (c: ChainFacts['chain']) => (c[1]!.corrupt = true), 'image-invalid'],
+    ['an external data file', (c: ChainFacts['chain']) => (c[2]!.unsupported = 'an external data file'), 'not-supported'],
+    ['an intermediate smaller than the top', (c: ChainFacts['chain']) => (c[1]!.virtualSizeBytes = 1 * MiB), 'not-supported'],
+  ])('refuses %s', (_name, poke, kind) => {
+    const chain = chainOf(3);
+    poke(chain);
+    expect(kindOf(() => planExternalMerge(facts(chain)))).toBe(kind);
+  });
+  it('refuses when the base cannot grow by the overlays data', () => {
+    expect(kindOf(() => planExternalMerge(facts(chainOf(3), { freeBytesAtBase: 8 * MiB })))).toBe('no-space');
+  });
+  it('refuses a base on another filesystem (no atomic rename)', () => {
+    expect(kindOf(() => planExternalMerge(facts(chainOf(2), { baseOnTopFilesystem: false })))).toBe('not-supported');
+  });
+});
+
+describe('host helpers', () => {
+  it('escapes commas in --image-opts file names', () => {
+    expect(qcow2ImageOpts('/vm/a,b.qcow2')).toBe('driver=qcow2,file.driver=file,file.filename=/vm/a,,b.qcow2');
+  });
+  it('finds only our own stale temporaries of the given image and purpose', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prl-merge-unit-'));
+    for (const name of ['.a.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.convert-xyz.prl-tmp', '.b.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.write-0123abcd.prl-tmp', 'a.qcow2']) {
+      writeFileSync(join(dir, name), '');
+    }
+    expect(findStaleTemporaries(join(dir, 'a.qcow2'), 'convert')).toEqual([join(dir, '.a.qcow2.convert-0123abcd.prl-tmp')]);
+  });
+});
