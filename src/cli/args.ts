@@ -43,8 +43,8 @@ function translateParseError(error: NodeJS.ErrnoException): UsageError {
   if (unknown) return new UsageError(`Unknown option "${unknown[1]}".`);
   const missing = /Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(message);
   if (missing) return new UsageError(`The option ${missing[1]} needs a value.`);
-  const ambiguous = /Option '(?:-\w, )?(--[\w-]+) <value>' argument is ambiguous/.exec(message);
-  if (ambiguous) return new UsageError(`The option ${ambiguous[1]} needs a value; "${/Did you forget to specify the option argument for '([^']+)'/.exec(message)?.[1] ?? 'an option'}" is not one.`);
+  const ambiguous = /Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument is ambiguous/.exec(message);
+  if (ambiguous) return new UsageError(`The option ${ambiguous[1]} needs a value, and a value cannot start with "-".`);
   const noValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(message);
   if (noValue) return new UsageError(`The option ${noValue[1]} does not take a value.`);
   const positional = /Unexpected argument '([^']+)'/.exec(message);
