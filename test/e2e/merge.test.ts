@@ -1,0 +1,269 @@
+// merge and merge --external on real qcow2 images built with qemu-img/qemu-io: content checked with qemu-img compare
+// against a flattened copy made before, refusals checked to change no byte, kill -9 mid-commit checked to leave a
+// usable image with the same content.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const CLI = join(process.cwd(), 'dist/src/cli/main.js');
+const root = mkdtempSync(join(tmpdir(), 'prl-merge-e2e-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let counter = 0;
+function freshDir(): string {
+  const dir = join(root, `case${++counter}`);
+  execFileSync('mkdir', ['-p', dir]);
+  return dir;
+}
+
+function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8' });
+}
+function qemuIo(file: string, ...commands: string[]): void {
+  execFileSync('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
+}
+function info(file: string): Record<string, unknown> {
+  return JSON.parse(qemuImg('info', '--output=json', '-U', '-f', 'qcow2', file)) as Record<string, unknown>;
+}
+function identical(a: string, b: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
+}
+function checkClean(file: string): void {
+  const report = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
+  expect(report.corruptions ?? 0, `qemu-img check ${file}`).toBe(0);
+}
+function flatten(top: string, out: string): void {
+  qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', top, out);
+}
+/** sha256 of every file in the folder (hidden ones too), to prove a refusal changed nothing. */
+function sums(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir).sort()) out[name] = createHash('sha256').update(readFileSync(join(dir, name))).digest('hex');
+  return out;
+}
+
+function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
+  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
+  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+  if (args.includes('--json')) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+  return out;
+}
+
+/** A chain of `n` qcow2 files (l0 base … top), each layer writing its own pattern over part of the one below, plus zeroes. */
+function buildChain(dir: string, n: number, sizeMiB = 64): string[] {
+  const files: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const file = join(dir, `layer${i}.qcow2`);
+    if (i === 0) qemuImg('create', '-q', '-f', 'qcow2', file, `${sizeMiB}M`);
+    else qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', files[i - 1]!, file);
+    qemuIo(file, `write -P ${0x10 + i} ${i * 3}M 6M`, `write -P ${0xa0 + i} ${sizeMiB - 8 + i}M 64k`);
+    if (i > 0) qemuIo(file, `write -z ${(i - 1) * 3 + 1}M 512k`);
+    files.push(file);
+  }
+  return files;
+}
+
+function snapshot(file: string, name: string): void {
+  qemuImg('snapshot', '--image-opts', '-c', name, `driver=qcow2,file.driver=file,file.filename=${file}`);
+}
+
+/** Runs the CLI, kills it and its qemu-img child with SIGKILL once progress reaches `percent` (a power cut). */
+async function killAtProgress(args: string[], percent: number): Promise<number> {
+  const child = spawn('node', [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let seen = -1;
+  let buffer = '';
+  await new Promise<void>((resolve) => {
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk;
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) {
+        const event = JSON.parse(line) as { event: string; percent?: number };
+        if (event.event === 'progress' && (event.percent ?? 0) >= percent && seen < 0) {
+          seen = event.percent!;
+          const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+          process.kill(child.pid!, 'SIGKILL');
+          for (const kid of kids) {
+            try {
+              process.kill(Number(kid), 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+        }
+      }
+    });
+    child.on('close', () => resolve());
+  });
+  return seen;
+}
+
+describe('merge --external', () => {
+  it.each([1, 2, 4])('folds a chain of %i image(s) into one standalone image with the same content', (n) => {
+    const dir = freshDir();
+    const files = buildChain(dir, n);
+    const top = files[n - 1]!;
+    flatten(top, join(dir, 'flat.ref'));
+    const result = cli('merge', '--external', '--hdd', top, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.json!.unchanged).toBe(n === 1);
+    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
+    expect(info(top)['backing-filename']).toBeUndefined();
+    checkClean(top);
+    // Only the top's name and the reference remain: the base moved, the intermediates are gone.
+    expect(readdirSync(dir).sort()).toEqual(['flat.ref', `layer${n - 1}.qcow2`]);
+    expect(result.json!.chain).toHaveLength(n);
+  });
+
+  it('grows a smaller base to the top size and keeps a base larger than the top invisible', () => {
+    const dir = freshDir();
+    const base = join(dir, 'base.qcow2');
+    const top = join(dir, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '32M');
+    qemuIo(base, 'write -P 0x41 30M 2M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, top, '64M');
+    qemuIo(top, 'write -P 0x42 40M 1M');
+    flatten(top, join(dir, 'flat.ref'));
+    expect(cli('merge', '--external', '--hdd', top).status).toBe(0);
+    expect(info(top)['virtual-size']).toBe(64 * 1024 * 1024);
+    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
+
+    const dir2 = freshDir();
+    const bigBase = join(dir2, 'base.qcow2');
+    const smallTop = join(dir2, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', bigBase, '64M');
+    qemuIo(bigBase, 'write -P 0x43 0 64M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', bigBase, smallTop, '32M');
+    qemuIo(smallTop, 'write -P 0x44 1M 1M');
+    flatten(smallTop, join(dir2, 'flat.ref'));
+    expect(cli('merge', '--external', '--hdd', smallTop).status).toBe(0);
+    expect(info(smallTop)['virtual-size']).toBe(32 * 1024 * 1024);
+    expect(identical(join(dir2, 'flat.ref'), smallTop)).toBe(true);
+  });
+
+  it('refuses, changing no byte: snapshots in a layer, no backing format, a lower file in use, a locked top; --dry-run changes nothing', async () => {
+    const cases: [string, (dir: string, files: string[]) => (() => void) | void, number, RegExp][] = [
+      ['snapshot in the base', (_d, f) => snapshot(f[0]!, 'old'), 8, /internal snapshot.*merge --hdd/],
+      ['snapshot in the top', (_d, f) => snapshot(f[2]!, 'old'), 8, /internal snapshot/],
+      ['no backing format', (_d, f) => removeBackingFormat(f[2]!), 8, /without its format/],
+      ['lower file in use', (_d, f) => holdOpen(f[1]!), 6, /in use/],
+      ['top locked by another tool', (_d, f) => holdFlock(f[2]!), 5, /locked by another process/],
+      ['dry run', () => undefined, 0, /Dry run: nothing was changed/],
+    ];
+    for (const [name, prepare, status, message] of cases) {
+      const dir = freshDir();
+      const files = buildChain(dir, 3);
+      const release = prepare(dir, files);
+      await new Promise((r) => setTimeout(r, 300));
+      const before = sums(dir);
+      const args = ['merge', '--external', '--hdd', files[2]!];
+      if (name === 'dry run') args.push('-n');
+      const result = cli(...args);
+      release?.();
+      expect(result.status, `${name}: ${result.stderr}`).toBe(status);
+      expect(result.stdout + result.stderr, name).toMatch(message);
+      expect(sums(dir), name).toEqual(before);
+    }
+  });
+
+  it('kill -9 mid-commit leaves --hdd showing the same content; the next run completes the merge', async () => {
+    const dir = freshDir();
+    const base = join(dir, 'base.qcow2');
+    const mid = join(dir, 'mid.qcow2');
+    const top = join(dir, 'top.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '3G');
+    qemuIo(base, 'write -P 0x51 0 256M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, mid);
+    qemuIo(mid, 'write -P 0x52 128M 1G');
+    qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', mid, top);
+    qemuIo(top, 'write -P 0x53 1G 1G');
+    flatten(top, join(dir, 'flat.ref'));
+    const killedAt = await killAtProgress(['merge', '--external', '--hdd', top], 20);
+    expect(killedAt).toBeGreaterThanOrEqual(20);
+    // Killed before the rename: the chain is intact, the content seen through the top is the same.
+    expect(info(top)['backing-filename']).toBe(mid);
+    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
+    checkClean(base);
+    const rerun = cli('merge', '--external', '--hdd', top);
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
+    expect(existsSync(base) || existsSync(mid)).toBe(false);
+    checkClean(top);
+  });
+});
+
+describe('merge (internal snapshots)', () => {
+  it('deletes every snapshot (names that repeat or look like ids included) and keeps the current state', () => {
+    const dir = freshDir();
+    const file = join(dir, 'vm.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '256M');
+    qemuIo(file, 'write -P 0x61 0 64M');
+    snapshot(file, '2');
+    qemuIo(file, 'write -P 0x62 32M 64M');
+    snapshot(file, 'dup');
+    qemuIo(file, 'write -P 0x63 64M 64M');
+    snapshot(file, 'dup');
+    snapshot(file, '1');
+    qemuIo(file, 'write -z 0 16M');
+    flatten(file, join(dir, 'flat.ref'));
+    const result = cli('merge', '--hdd', file, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(info(file).snapshots).toBeUndefined();
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
+    checkClean(file);
+    const facts = result.json!;
+    expect(facts.snapshots).toHaveLength(4);
+    expect(facts.hostBytesAfter as number).toBeLessThan(facts.hostBytesBefore as number);
+    expect(facts.freedBytes).toBe((facts.hostBytesBefore as number) - (facts.hostBytesAfter as number));
+    const again = cli('merge', '--hdd', file, '--json');
+    expect(again.status).toBe(0);
+    expect(again.json!.unchanged).toBe(true);
+  });
+
+  it('--dry-run and an image in use change no byte', async () => {
+    const dir = freshDir();
+    const file = join(dir, 'vm.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '64M');
+    qemuIo(file, 'write -P 0x71 0 8M');
+    snapshot(file, 's1');
+    const before = sums(dir);
+    const dry = cli('merge', '--hdd', file, '-n');
+    expect(dry.status).toBe(0);
+    expect(dry.stdout).toMatch(/Delete the internal snapshot 1 \("s1"\)/);
+    expect(sums(dir)).toEqual(before);
+    const release = holdOpen(file);
+    await new Promise((r) => setTimeout(r, 300));
+    const busy = cli('merge', '--hdd', file);
+    release();
+    expect(busy.status).toBe(6);
+    expect(sums(dir)).toEqual(before);
+  });
+});
+
+/** Keeps the file open read-write in qemu-io, which holds QEMU's image lock like a running VM. */
+function holdOpen(file: string): () => void {
+  const child = spawn('qemu-io', ['-f', 'qcow2', file], { stdio: ['pipe', 'ignore', 'ignore'] });
+  return () => {
+    child.stdin!.end('quit\n');
+    child.kill('SIGKILL');
+  };
+}
+
+/** Holds an exclusive flock on the file as another prl_disk_tool would. */
+function holdFlock(file: string): () => void {
+  const child = spawn('flock', ['-x', file, 'sleep', '60'], { stdio: 'ignore' });
+  return () => child.kill('SIGKILL');
+}
+
+/** Renames the backing-format header extension (0xE2792ACA) to an unknown one: the chain then lacks backing_fmt. */
+function removeBackingFormat(file: string): void {
+  const head = readFileSync(file).subarray(0, 65536);
+  const at = head.indexOf(Buffer.from('e2792aca', 'hex'));
+  expect(at).toBeGreaterThan(0);
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.from('0badf00d', 'hex'), 0, 4, at);
+  closeSync(fd);
+}
