@@ -97,3 +97,14 @@ export async function mkswap(guest: GuestSession, device: string, uuid: string, 
 export async function sync(guest: GuestSession): Promise<void> {
   await guest.call('sync');
 }
+
+/** ext2/3/4 superblock state ("clean", "not clean", "clean with errors"), from tune2fs -l. */
+export async function extState(guest: GuestSession, device: string): Promise<string> {
+  return (parseFields(await guest.call('tune2fs-l', device))['Filesystem state'] ?? '').trim();
+}
+
+/** Whether ntfs-3g can mount the volume read-write (false when dirty, hibernated or fast-started). */
+export async function ntfsWritable(guest: GuestSession, device: string): Promise<boolean> {
+  const probe = await guest.attempt('ntfs-3g-probe', true, device);
+  return probe.ok && probe.out.trim() === '0';
+}

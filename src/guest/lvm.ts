@@ -46,3 +46,21 @@ export async function lvresizeFree(guest: GuestSession, lv: string, percent = 10
 export async function activateAll(guest: GuestSession, active: boolean): Promise<void> {
   await guest.call('vg-activate-all', active);
 }
+
+export interface VolumeGroup {
+  name: string;
+  freeBytes: number;
+}
+
+export async function volumeGroups(guest: GuestSession): Promise<VolumeGroup[]> {
+  return parseStructList(await guest.call('vgs-full')).map((vg) => ({ name: vg.vg_name ?? '', freeBytes: Number(vg.vg_free) }));
+}
+
+/** Creates an LV over `percent` % of the VG's free extents. */
+export async function lvcreateFree(guest: GuestSession, name: string, vg: string, percent = 100): Promise<void> {
+  await guest.call('lvcreate-free', name, vg, percent);
+}
+
+export async function lvremove(guest: GuestSession, path: string): Promise<void> {
+  await guest.call('lvremove', path);
+}

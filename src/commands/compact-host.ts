@@ -1,0 +1,111 @@
+// Host-side helpers of compact: the throwaway overlay, ranged discards through qemu-io, the qcow2 tail.
+import { accessSync, constants, statSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { run } from '../util/exec.js';
+import { onExit } from '../util/cancel.js';
+import { removeIfExists, tempPathBeside, fsyncDirectoryOf } from '../util/atomic.js';
+import { ImageInvalid, ToolError } from '../util/errors.js';
+import { qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
+import type { Range } from './compact-ranges.js';
+
+/** Bytes the file occupies on the host (what compact frees), not its apparent size. */
+export function hostAllocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
+}
+
+function writableFolder(path: string): boolean {
+  try {
+    accessSync(dirname(path), constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface Overlay {
+  path: string;
+  remove(): void;
+}
+
+/**
+ * A qcow2 overlay backed by the image: the appliance writes its trims there and the image is only read.
+ * It lives beside the image; a read-only folder (compact --info needs only read access) puts it in $TMPDIR.
+ * The cluster size matches the unit the caller counts in, so a discard covers exactly those clusters.
+ */
+export async function createOverlay(backing: string, backingFormat: QemuFormat, clusterBytes: number): Promise<Overlay> {
+  const path = writableFolder(backing)
+    ? tempPathBeside(backing, 'compact-overlay')
+    : join(tmpdir(), `.${basename(backing)}.compact-overlay-${randomBytes(4).toString('hex')}.prl-tmp`);
+  const remove = (): void => removeIfExists(path);
+  const unregister = onExit(remove);
+  try {
+    await qemuImg(['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', backing, '-o', `cluster_size=${clusterBytes}`, path], { timeoutMs: 60_000 });
+  } catch (error) {
+    unregister();
+    remove();
+    throw error;
+  }
+  return {
+    path,
+    remove() {
+      unregister();
+      remove();
+    },
+  };
+}
+
+/**
+ * Discards byte ranges of the guest disk through qemu-io with unmap allowed: qcow2 drops the clusters (or
+ * marks them zero over a backing file) and punches the freed host clusters out of the file.
+ */
+export async function discardRanges(path: string, format: QemuFormat, ranges: readonly Range[]): Promise<void> {
+  if (ranges.length === 0) return;
+  const commands = ranges.flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
+  // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
+  await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
+}
+
+export interface Qcow2Check {
+  corruptions: number;
+  leaks: number;
+  /** End of the last cluster that qcow2's refcounts still use. */
+  imageEndOffset: number;
+}
+
+export async function checkQcow2(path: string, shareLock: boolean): Promise<Qcow2Check> {
+  const args = ['check', '--output=json', '-f', 'qcow2'];
+  if (shareLock) args.push('-U');
+  const { stdout } = await run('qemu-img', [...args, path], { okExitCodes: [0, 2, 3], timeoutMs: 30 * 60_000 });
+  const report = JSON.parse(stdout) as Record<string, unknown>;
+  if (Number(report['check-errors'] ?? 0) > 0) throw new ToolError('tool-failed', `qemu-img check could not read all of "${path}".`);
+  return {
+    corruptions: Number(report.corruptions ?? 0),
+    leaks: Number(report.leaks ?? 0),
+    imageEndOffset: Number(report['image-end-offset'] ?? statSync(path).size),
+  };
+}
+
+/** Refuses a qcow2 image that qemu-img check finds corrupt: discarding through broken refcounts loses data. */
+export function refuseCorrupt(path: string, check: Qcow2Check): void {
+  if (check.corruptions > 0) {
+    throw new ImageInvalid(
+      `The qcow2 image "${path}" has ${check.corruptions} corruptions; repair it with "qemu-img check -r all -f qcow2 ${path}" (on a copy first), then compact again`,
+    );
+  }
+}
+
+/**
+ * QEMU never shortens a qcow2 file: the clusters freed at its end stay as holes. Cutting the file at the
+ * end of the last cluster in use (qemu-img check's image-end-offset) is safe, because qcow2 allocates by
+ * its refcounts and appends past the end. Returns the bytes cut off the apparent size.
+ */
+export async function truncateQcow2Tail(path: string): Promise<number> {
+  const { imageEndOffset, corruptions } = await checkQcow2(path, false);
+  const size = statSync(path).size;
+  if (corruptions > 0 || imageEndOffset <= 0 || imageEndOffset >= size) return 0;
+  truncateSync(path, imageEndOffset);
+  fsyncDirectoryOf(path);
+  return size - imageEndOffset;
+}

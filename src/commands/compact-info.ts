@@ -1,0 +1,59 @@
+// compact --info: the block counts and the reclaimable estimate, under a shared lock, never writing the image.
+import type { CompactInfoReport } from './report.js';
+import type { Context } from './context.js';
+import { openImage } from './open.js';
+import { loadImage } from '../formats/image.js';
+import { closePloopImage } from '../formats/ploop/image.js';
+import { estimateQcow2 } from './compact-qcow2.js';
+import { estimatePloop, openForCompact } from './compact-ploop.js';
+
+export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
+  const report = await measure(hdd, context);
+  for (const warning of report.warnings) context.notice(warning);
+  return report;
+}
+
+async function measure(hdd: string, context: Context): Promise<CompactInfoReport> {
+  const opened = await openImage(hdd, 'query');
+  try {
+    if (opened.ref.format === 'qcow2') {
+      const image = await loadImage(opened.ref);
+      if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
+      const estimate = await estimateQcow2(image, context);
+      return {
+        kind: 'compact-info',
+        blockSizeBytes: estimate.clusterBytes,
+        totalBlocks: estimate.totalBlocks,
+        allocatedBlocks: estimate.allocatedBlocks,
+        usedBlocks: estimate.usedBlocks,
+        reclaimableBytes: estimate.reclaimableBytes,
+        heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
+        warnings: [...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
+      };
+    }
+    const notes: string[] = [];
+    const image = openForCompact(opened.ref.folder, false, notes);
+    try {
+      const estimate = await estimatePloop(image, context);
+      return {
+        kind: 'compact-info',
+        blockSizeBytes: estimate.clusterBytes,
+        totalBlocks: estimate.totalBlocks,
+        allocatedBlocks: estimate.allocatedBlocks,
+        usedBlocks: estimate.usedBlocks,
+        reclaimableBytes: estimate.reclaimableBytes,
+        heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
+        warnings: [...notes, ...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
+      };
+    } finally {
+      closePloopImage(image);
+    }
+  } finally {
+    opened.lock.release();
+  }
+}
+
+export function capitalize(sentence: string): string {
+  const text = sentence.charAt(0).toUpperCase() + sentence.slice(1);
+  return text.endsWith('.') ? text : `${text}.`;
+}

@@ -1,0 +1,88 @@
+// compact and its estimate for ploop: the free clusters found in an overlay, then the ploop engine drops
+// them from the BAT, moves tail clusters into the holes and truncates the delta (QEMU's parallels driver
+// ignores discard, so this is ours to do).
+import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
+import { countBlocks, describeCompactStep, executeCompact, planCompact, type CompactPlan } from '../formats/ploop/compact.js';
+import { NotSupported } from '../util/errors.js';
+import { MiB } from '../util/units.js';
+import type { Context } from './context.js';
+import { hostAllocatedBytes } from './compact-host.js';
+import { discoverFreeSpace, type TrimSession } from './compact-discover.js';
+import { coveredClusters } from './compact-ranges.js';
+
+/** qcow2 clusters stop at 2 MiB; a larger ploop cluster is free when every overlay cluster in it is. */
+const MAX_OVERLAY_CLUSTER_BYTES = 2 * MiB;
+
+export interface PloopEstimate {
+  clusterBytes: number;
+  totalBlocks: number;
+  allocatedBlocks: number;
+  usedBlocks: number;
+  reclaimableBytes: number;
+  heldByLowerLayersBytes: number;
+  plan: CompactPlan;
+  session: TrimSession;
+  warnings: string[];
+}
+
+function refuseChain(image: PloopImage): void {
+  if (image.deltas.length > 1) {
+    throw new NotSupported(
+      `The ploop image "${image.descriptor.folder}" has ${image.deltas.length - 1} snapshot delta(s); the appliance can read only a single delta, so compact cannot see the guest's free space. Merge the snapshots first.`,
+    );
+  }
+}
+
+/** Opens the image (writable for compact), finishing first what an interrupted operation left behind. */
+export function openForCompact(folder: string, write: boolean, notes: string[]): PloopImage {
+  const image = openPloopImage(folder, { write });
+  if (image.pendingRecovery.length > 0) {
+    if (write) notes.push(`Completed an interrupted operation: ${recoverPloopImage(image).join('; ')}.`);
+    else notes.push(`The image was left by an interrupted operation (${image.pendingRecovery.join('; ')}); the next compact completes it first.`);
+  }
+  try {
+    refuseChain(image);
+  } catch (error) {
+    closePloopImage(image);
+    throw error;
+  }
+  return image;
+}
+
+/** Finds the free clusters through the appliance and plans what the ploop engine would drop. */
+export async function estimatePloop(image: PloopImage, context: Context): Promise<PloopEstimate> {
+  const top = image.deltas[0]!;
+  const clusterBytes = image.clusterBytes;
+  const session = await discoverFreeSpace(top.path, 'parallels', Math.min(clusterBytes, MAX_OVERLAY_CLUSTER_BYTES), context);
+  const free = coveredClusters(session.freeRanges, clusterBytes);
+  const plan = planCompact(top, image.deltas.slice(1), free);
+  const counts = countBlocks(top);
+  return {
+    clusterBytes,
+    totalBlocks: counts.totalBlocks,
+    allocatedBlocks: counts.allocatedBlocks,
+    usedBlocks: counts.allocatedBlocks - plan.releasedClusters,
+    reclaimableBytes: Math.min(plan.releasedClusters * clusterBytes, hostAllocatedBytes(top.path)),
+    heldByLowerLayersBytes: plan.notReclaimable * clusterBytes,
+    plan,
+    session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
+    warnings: [],
+  };
+}
+
+export function describePloopSteps(plan: CompactPlan): string[] {
+  // The moves can number in the thousands: one sentence stands for all of them.
+  const moves = plan.steps.filter((s) => s.kind === 'move-cluster').length;
+  const sentences: string[] = [];
+  for (const step of plan.steps) {
+    if (step.kind !== 'move-cluster') sentences.push(describeCompactStep(step));
+    else if (sentences.at(-1)?.startsWith('Move ') !== true) sentences.push(`Move ${moves} cluster(s) from the end of the delta into the freed holes.`);
+  }
+  return sentences;
+}
+
+export function runPloopCompact(image: PloopImage, plan: CompactPlan, context: Context): void {
+  context.progress.step('Compacting the ploop delta');
+  executeCompact(image, plan, { progress: (done, total) => context.progress.update(total > 0 ? done / total : 1) });
+  context.progress.done();
+}

@@ -1,0 +1,94 @@
+// compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
+import { map, type MapExtent } from '../formats/qcow2/qemu-img.js';
+import type { Qcow2Image } from '../formats/image.js';
+import type { Context } from './context.js';
+import { checkQcow2, hostAllocatedBytes, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
+import { discoverFreeSpace, trimDisk, type TrimSession } from './compact-discover.js';
+import { coveredClusters, intersect, normalize, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
+
+const DEFAULT_CLUSTER_BYTES = 65536;
+
+export interface Qcow2Estimate {
+  clusterBytes: number;
+  totalBlocks: number;
+  allocatedBlocks: number;
+  usedBlocks: number;
+  reclaimableBytes: number;
+  heldByLowerLayersBytes: number;
+  session: TrimSession;
+  warnings: string[];
+}
+
+export function clusterBytesOf(image: Qcow2Image): number {
+  return image.chain[0]!.clusterSize ?? DEFAULT_CLUSTER_BYTES;
+}
+
+/**
+ * The host bytes that discarding `free` releases: the parts of the top layer's clusters that are free in the
+ * guest and whose host clusters really hold space in the file (a preallocated-metadata cluster is a hole).
+ */
+export function reclaimableBytes(topExtents: readonly MapExtent[], hostData: readonly Range[], free: readonly Range[]): number {
+  let sum = 0;
+  for (const extent of topExtents) {
+    if (extent.depth !== 0 || extent.offset === undefined) continue;
+    const offset = extent.offset;
+    const hostRanges = intersect([{ start: extent.start, length: extent.length }], free).map((r) => ({ start: offset + r.start - extent.start, length: r.length }));
+    sum += totalBytes(intersect(hostRanges, hostData));
+  }
+  return sum;
+}
+
+/** Free guest space whose data a lower layer (backing file) holds: compacting the top cannot release it. */
+export function heldByLowerLayers(extents: readonly MapExtent[], free: readonly Range[]): number {
+  const lower = extents.filter((e) => e.depth > 0 && (e.data || e.offset !== undefined)).map((e) => ({ start: e.start, length: e.length }));
+  return totalBytes(intersect(lower, free));
+}
+
+export async function estimateQcow2(image: Qcow2Image, context: Context): Promise<Qcow2Estimate> {
+  const clusterBytes = clusterBytesOf(image);
+  const warnings: string[] = [];
+  const check = await checkQcow2(image.path, true);
+  if (check.corruptions > 0) warnings.push(`qemu-img check finds ${check.corruptions} corruptions in "${image.path}"; compact will refuse it until it is repaired.`);
+  const extents = await map(image.path, 'qcow2');
+  const hostData = normalize((await map(image.path, 'raw')).filter((e) => e.data).map((e) => ({ start: e.start, length: e.length })));
+  const session = await discoverFreeSpace(image.path, 'qcow2', clusterBytes, context);
+  const free = session.freeRanges;
+  const allocated = extents.filter((e) => e.depth === 0 && e.offset !== undefined).map((e) => ({ start: e.start, length: e.length }));
+  const allocatedBlocks = touchedClusters(allocated, clusterBytes);
+  const freeAllocated = coveredClusters(intersect(allocated, free), clusterBytes).length;
+  const held = heldByLowerLayers(extents, free);
+  if (image.snapshots.length > 0) {
+    warnings.push(
+      `The image has ${image.snapshots.length} internal snapshot(s); clusters they share with the current state stay allocated. Delete them with "prl_disk_tool merge" to free that space.`,
+    );
+  }
+  if (image.chain.length > 1) {
+    warnings.push(`Only the top layer "${image.path}" is compacted; ${held} bytes of free guest space are held by its backing files.`);
+  }
+  return {
+    clusterBytes,
+    totalBlocks: Math.ceil(image.virtualSizeBytes / clusterBytes),
+    allocatedBlocks,
+    usedBlocks: allocatedBlocks - freeAllocated,
+    reclaimableBytes: reclaimableBytes(extents, hostData, free),
+    heldByLowerLayersBytes: held,
+    session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
+    warnings,
+  };
+}
+
+export interface Qcow2CompactResult {
+  session: TrimSession;
+  hostBytesBefore: number;
+  hostBytesAfter: number;
+  truncatedBytes: number;
+}
+
+/** Trims in place: the drive with discard enabled, so QEMU releases the clusters as the guest trims. */
+export async function compactQcow2(image: Qcow2Image, context: Context): Promise<Qcow2CompactResult> {
+  refuseCorrupt(image.path, await checkQcow2(image.path, false));
+  const hostBytesBefore = hostAllocatedBytes(image.path);
+  const session = await trimDisk({ path: image.path, format: 'qcow2', readonly: false }, clusterBytesOf(image), context);
+  const truncatedBytes = await truncateQcow2Tail(image.path);
+  return { session, hostBytesBefore, hostBytesAfter: hostAllocatedBytes(image.path), truncatedBytes };
+}

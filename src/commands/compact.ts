@@ -1,0 +1,113 @@
+// compact: free the host space held by clusters no filesystem uses, in place (qcow2 by discard, ploop by
+// dropping clusters from the BAT). --dry-run measures the same in a throwaway overlay and changes nothing.
+import type { ChangeReport } from './report.js';
+import type { Context } from './context.js';
+import { openImage } from './open.js';
+import { loadImage, type Qcow2Image } from '../formats/image.js';
+import { closePloopImage } from '../formats/ploop/image.js';
+import { formatBytes } from '../util/units.js';
+import { describeTrimStep, type TrimStep } from './compact-trim.js';
+import { compactQcow2, estimateQcow2 } from './compact-qcow2.js';
+import { describePloopSteps, estimatePloop, openForCompact, runPloopCompact } from './compact-ploop.js';
+import { hostAllocatedBytes } from './compact-host.js';
+import { capitalize } from './compact-info.js';
+
+interface Outcome {
+  plan: string[];
+  hostBytesBefore: number;
+  hostBytesAfter: number;
+  freedBytes: number;
+  heldByLowerLayersBytes?: number;
+  warnings: string[];
+  notes: string[];
+}
+
+function qcow2Plan(path: string, steps: readonly TrimStep[]): string[] {
+  return [
+    `Compact "${path}" in place: discard the space no filesystem uses, then cut the free clusters off the end of the file.`,
+    ...steps.map((s, i) => `  ${i + 1}. ${describeTrimStep(s)}`),
+    `  ${steps.length + 1}. Truncate the file after its last cluster in use.`,
+  ];
+}
+
+async function runQcow2(image: Qcow2Image, dryRun: boolean, context: Context): Promise<Outcome> {
+  const layersNote =
+    image.chain.length > 1 || image.snapshots.length > 0
+      ? ['Only the current state of the top layer is compacted; backing files and internal snapshots keep what they hold.']
+      : [];
+  if (dryRun) {
+    const estimate = await estimateQcow2(image, context);
+    const before = hostAllocatedBytes(image.path);
+    return {
+      plan: qcow2Plan(image.path, estimate.session.steps),
+      hostBytesBefore: before,
+      hostBytesAfter: before - estimate.reclaimableBytes,
+      freedBytes: estimate.reclaimableBytes,
+      heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
+      warnings: [...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
+      notes: [],
+    };
+  }
+  const result = await compactQcow2(image, context);
+  return {
+    plan: qcow2Plan(image.path, result.session.steps),
+    hostBytesBefore: result.hostBytesBefore,
+    hostBytesAfter: result.hostBytesAfter,
+    freedBytes: Math.max(0, result.hostBytesBefore - result.hostBytesAfter),
+    warnings: result.session.skipped.map(capitalize),
+    notes: [...layersNote, ...(result.truncatedBytes > 0 ? [`The file was shortened by ${formatBytes(result.truncatedBytes)}.`] : [])],
+  };
+}
+
+async function runPloop(folder: string, dryRun: boolean, context: Context): Promise<Outcome> {
+  const notes: string[] = [];
+  const image = openForCompact(folder, !dryRun, notes);
+  try {
+    const top = image.deltas[0]!.path;
+    const before = hostAllocatedBytes(top);
+    const estimate = await estimatePloop(image, context);
+    const plan = [
+      `Compact the ploop image "${folder}" in place: drop ${estimate.plan.releasedClusters} free cluster(s) from the top delta and shorten it.`,
+      ...estimate.session.steps.map((s, i) => `  ${i + 1}. ${describeTrimStep(s)} (in a throwaway overlay, to find the free clusters)`),
+      ...describePloopSteps(estimate.plan).map((s, i) => `  ${estimate.session.steps.length + i + 1}. ${s}`),
+    ];
+    const warnings = estimate.session.skipped.map(capitalize);
+    if (!dryRun && estimate.plan.releasedClusters > 0) runPloopCompact(image, estimate.plan, context);
+    const after = dryRun ? before - estimate.reclaimableBytes : hostAllocatedBytes(top);
+    return { plan, hostBytesBefore: before, hostBytesAfter: after, freedBytes: Math.max(0, before - after), heldByLowerLayersBytes: estimate.heldByLowerLayersBytes, warnings, notes };
+  } finally {
+    closePloopImage(image);
+  }
+}
+
+export async function compact(hdd: string, dryRun: boolean, context: Context): Promise<ChangeReport> {
+  // --dry-run takes the same exclusive lock: the estimate must not race a change.
+  const opened = await openImage(hdd, 'modify');
+  try {
+    let outcome: Outcome;
+    if (opened.ref.format === 'qcow2') {
+      const image = await loadImage(opened.ref);
+      if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
+      outcome = await runQcow2(image, dryRun, context);
+    } else {
+      outcome = await runPloop(opened.ref.folder, dryRun, context);
+    }
+    for (const warning of outcome.warnings) context.notice(warning);
+    const unchanged = outcome.freedBytes === 0;
+    const verb = dryRun ? 'would free' : 'freed';
+    const messages = [
+      ...outcome.notes,
+      `Compacted "${hdd}": ${verb} ${formatBytes(outcome.freedBytes)} of host space (${formatBytes(outcome.hostBytesBefore)} before, ${formatBytes(outcome.hostBytesAfter)} after).`,
+    ];
+    if (unchanged && !dryRun) messages[messages.length - 1] = `"${hdd}" is already compact: no host space was freed (${formatBytes(outcome.hostBytesAfter)} in use).`;
+    const facts: Record<string, unknown> = {
+      hostBytesBefore: outcome.hostBytesBefore,
+      hostBytesAfter: outcome.hostBytesAfter,
+      freedBytes: outcome.freedBytes,
+    };
+    if (outcome.heldByLowerLayersBytes !== undefined) facts.heldByLowerLayersBytes = outcome.heldByLowerLayersBytes;
+    return { kind: 'change', operation: 'compact', dryRun, unchanged, plan: outcome.plan, messages, facts, warnings: outcome.warnings };
+  } finally {
+    opened.lock.release();
+  }
+}
