@@ -4,6 +4,8 @@ import type { Context } from './context.js';
 import type { Report } from './report.js';
 import { ToolError } from '../util/errors.js';
 import { resolveHdd } from '../formats/resolve.js';
+import { compactInfo } from './compact-info.js';
+import { compact } from './compact.js';
 import { runMerge } from './merge.js';
 import { runConvert } from './convert.js';
 
@@ -22,9 +24,9 @@ export async function runRequest(request: Operational, context: Context): Promis
     case 'resize':
       return notBuilt(request.resizePartition ? 'resize --resize_partition' : 'resize', request.hdd);
     case 'compact-info':
-      return notBuilt('compact --info', request.hdd);
+      return compactInfo(request.hdd, context);
     case 'compact':
-      return notBuilt('compact', request.hdd);
+      return compact(request.hdd, request.dryRun, context);
     case 'merge':
       return runMerge(request, context);
     case 'convert':
