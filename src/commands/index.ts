@@ -6,6 +6,8 @@ import { ToolError } from '../util/errors.js';
 import { resolveHdd } from '../formats/resolve.js';
 import { compactInfo } from './compact-info.js';
 import { compact } from './compact.js';
+import { resizeInfo } from './resize-info.js';
+import { resize } from './resize.js';
 import { runMerge } from './merge.js';
 import { runConvert } from './convert.js';
 
@@ -20,9 +22,9 @@ export async function runRequest(request: Operational, context: Context): Promis
   void context;
   switch (request.kind) {
     case 'resize-info':
-      return notBuilt('resize --info', request.hdd);
+      return resizeInfo(request.hdd, context);
     case 'resize':
-      return notBuilt(request.resizePartition ? 'resize --resize_partition' : 'resize', request.hdd);
+      return resize(request, context);
     case 'compact-info':
       return compactInfo(request.hdd, context);
     case 'compact':

@@ -1,0 +1,84 @@
+// Walks a resize plan: qemu-img for the image's size, qemu-io for table and swap sectors, the appliance (on the
+// overlay) for filesystems. The appliance is closed before qemu-io or the commit touch the overlay (QEMU locks).
+import type { Context } from './context.js';
+import type { DiskFacts } from './resize-facts.js';
+import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js';
+import { Overlay } from './resize-overlay.js';
+import { executePlan } from '../plan/plan.js';
+import { GuestSession } from '../guest/session.js';
+import { qemuImg, parseProgress } from '../formats/qcow2/qemu-img.js';
+import { type DiskFile, writeSectors } from '../partitions/io.js';
+import { NotSupported } from '../util/errors.js';
+import { filesystemFor } from '../fs/registry.js';
+
+/** What the executor holds across steps; the command closes and discards it on every exit path. */
+export interface ResizeState {
+  overlay?: Overlay;
+  guest?: GuestSession;
+}
+
+async function resizeImage(facts: DiskFacts, toBytes: number, mode: 'grow' | 'shrink', preallocate: boolean, context: Context): Promise<void> {
+  if (facts.image.format !== 'qcow2') throw new NotSupported('Resizing ploop images is not available yet in this version; nothing was changed.');
+  const args = ['resize', '-f', 'qcow2'];
+  if (mode === 'shrink') args.push('--shrink');
+  if (preallocate) args.push('--preallocation=falloc');
+  args.push(facts.image.path, String(toBytes));
+  context.progress.step(mode === 'grow' ? 'Growing the image' : 'Shrinking the image');
+  await qemuImg(args, { onStdoutLine: (line) => parseProgress(line) !== undefined && context.progress.update(parseProgress(line)!) });
+  context.progress.done();
+}
+
+export async function closeGuest(state: ResizeState): Promise<void> {
+  const guest = state.guest;
+  delete state.guest;
+  await guest?.close();
+}
+
+export async function launchGuest(state: ResizeState, drive: DiskFile, readonly: boolean, context: Context): Promise<GuestSession> {
+  if (state.guest) return state.guest;
+  context.progress.step('Starting the appliance');
+  state.guest = await GuestSession.launch([{ path: drive.path, format: drive.format, readonly }], { onNotice: context.notice });
+  context.progress.done();
+  return state.guest;
+}
+
+export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: ResizeState, context: Context): Promise<void> {
+  const current = (): DiskFile => state.overlay?.disk ?? facts.disk;
+  const runStep = async (step: ResizeStep): Promise<void> => {
+    switch (step.kind) {
+      case 'grow-image':
+        return resizeImage(facts, step.toBytes, 'grow', step.preallocate, context);
+      case 'begin-overlay':
+        state.overlay ??= await Overlay.begin(facts.disk, Math.max(plan.toBytes, plan.fromBytes));
+        return;
+      case 'shrink-content':
+      case 'grow-content': {
+        const guest = await launchGuest(state, current(), false, context);
+        const fs = filesystemFor(step.type);
+        context.progress.step(step.kind === 'grow-content' ? `Growing the ${fs.type} filesystem` : `Shrinking the ${fs.type} filesystem`);
+        if (step.kind === 'grow-content') await fs.grow({ guest, device: step.device });
+        else await fs.shrink({ guest, device: step.device }, step.toBytes);
+        await guest.call('sync');
+        context.progress.done();
+        return;
+      }
+      case 'write-table':
+        await closeGuest(state);
+        return writeSectors(current(), step.writes);
+      case 'resize-swap': {
+        await closeGuest(state);
+        const writes = facts.content!.fs.resizeNative!(facts.head, step.toBytes).map((w) => ({ ...w, offsetBytes: w.offsetBytes + step.offsetBytes, what: 'swap header' }));
+        return writeSectors(current(), writes);
+      }
+      case 'commit-overlay':
+        await closeGuest(state);
+        await state.overlay!.commit(context.progress);
+        delete state.overlay;
+        return;
+      case 'shrink-image':
+        await closeGuest(state);
+        return resizeImage(facts, step.toBytes, 'shrink', false, context);
+    }
+  };
+  await executePlan(plan, describeStep, runStep);
+}

@@ -1,0 +1,67 @@
+// resize --info: Size, Minimum (with the last partition shrunk to its content's minimum) and Minimum without
+// resizing the last partition. Read-only, shared lock; the appliance starts only when a filesystem must be read.
+import type { Context } from './context.js';
+import type { ResizeInfoReport } from './report.js';
+import { openImage } from './open.js';
+import { readDiskFacts, type DiskFacts } from './resize-facts.js';
+import { loadImage, guestDrive } from '../formats/image.js';
+import { GuestSession } from '../guest/session.js';
+import { minimumKeepingLayout, minimumResizingLast } from '../partitions/layout.js';
+import type { Measured } from '../fs/types.js';
+
+export const UNSUPPORTED_WARNING =
+  'The last partition holds no filesystem that prl_disk_tool can shrink; Minimum is the size without resizing the last partition.';
+
+export interface SizeLimits {
+  minimumBytes: number;
+  minimumKeepLastPartitionBytes: number;
+  /** The content's own minimum (margin included), when it was measured. */
+  contentMinimumBytes?: number;
+  warnings: string[];
+}
+
+/** Measures the content: natively when its superblock says enough, otherwise in the given or a new appliance. */
+export async function measureContent(facts: DiskFacts, guest: () => Promise<GuestSession>): Promise<Measured | { unsupported: string }> {
+  const content = facts.content;
+  if (!content) return { unsupported: UNSUPPORTED_WARNING };
+  if (content.probe.damaged) return { unsupported: `Cannot estimate the minimum: ${content.probe.damaged}.` };
+  if (content.fs.cannotShrink) {
+    return { minimumBytes: content.probe.sizeBytes, warnings: [] };
+  }
+  const session = content.fs.measuresInGuest ? await guest() : undefined;
+  return content.fs.measure({ guest: session as GuestSession, device: facts.guestDevice }, content.probe);
+}
+
+export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported: string }): SizeLimits {
+  const keep = minimumKeepingLayout(facts.table, facts.content?.probe.sizeBytes ?? 0);
+  if ('unsupported' in measured) return { minimumBytes: keep, minimumKeepLastPartitionBytes: keep, warnings: [measured.unsupported] };
+  const minimum = Math.min(keep, minimumResizingLast(facts.table, measured.minimumBytes));
+  return { minimumBytes: minimum, minimumKeepLastPartitionBytes: keep, contentMinimumBytes: measured.minimumBytes, warnings: measured.warnings };
+}
+
+export async function resizeInfo(hdd: string, context: Context): Promise<ResizeInfoReport> {
+  const opened = await openImage(hdd, 'query');
+  let session: GuestSession | undefined;
+  try {
+    const image = await loadImage(opened.ref);
+    const facts = await readDiskFacts(image);
+    const measured = await measureContent(facts, async () => {
+      context.progress.step('Starting the appliance');
+      session = await GuestSession.launch([guestDrive(image, true)], { onNotice: context.notice });
+      context.progress.done();
+      return session;
+    });
+    const limits = sizeLimits(facts, measured);
+    for (const warning of limits.warnings) context.notice(warning);
+    return {
+      kind: 'resize-info',
+      sizeBytes: facts.sizeBytes,
+      minimumBytes: limits.minimumBytes,
+      minimumKeepLastPartitionBytes: limits.minimumKeepLastPartitionBytes,
+      warnings: limits.warnings,
+    };
+  } finally {
+    await session?.close();
+    opened.lock.release();
+  }
+}

@@ -1,0 +1,104 @@
+// The transaction of resize --resize_partition: guest changes go into a temporary qcow2 overlay beside the image
+// and reach the image only by the final commit. Before the commit the overlay is renamed to a fixed name, so a
+// crash during the commit leaves a file that the next run commits again (commit is idempotent: it copies the
+// same clusters); any other leftover overlay is an abandoned attempt and is removed.
+import { existsSync, readdirSync, renameSync, statfsSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { onExit } from '../util/cancel.js';
+import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../util/atomic.js';
+import { ToolError } from '../util/errors.js';
+import { formatBytes } from '../util/units.js';
+import { qemuImg, parseProgress } from '../formats/qcow2/qemu-img.js';
+import type { DiskFile } from '../partitions/io.js';
+import type { Progress } from '../util/progress.js';
+
+const PURPOSE = 'resize';
+
+export function commitPathFor(disk: DiskFile): string {
+  return join(dirname(disk.path), `.${basename(disk.path)}.${PURPOSE}-commit.prl-tmp`);
+}
+
+/** Overlays of abandoned attempts (killed before their commit); safe to remove under the exclusive lock. */
+export function staleOverlays(disk: DiskFile): string[] {
+  const prefix = `.${basename(disk.path)}.${PURPOSE}-`;
+  const commit = basename(commitPathFor(disk));
+  return readdirSync(dirname(disk.path))
+    .filter((name) => name.startsWith(prefix) && name.endsWith('.prl-tmp') && name !== commit)
+    .map((name) => join(dirname(disk.path), name));
+}
+
+async function commitInto(overlayPath: string, progress: Progress): Promise<void> {
+  progress.step('Committing the changes into the image');
+  // -d: keep the overlay's data (we delete the file), so an interrupted commit can simply be run again.
+  await qemuImg(['commit', '-f', 'qcow2', '-d', '-p', overlayPath], {
+    onStdoutLine: (line) => {
+      const fraction = parseProgress(line);
+      if (fraction !== undefined) progress.update(fraction);
+    },
+  });
+  progress.done();
+}
+
+/** Completes a commit a previous run could not finish; returns true when there was one. */
+export async function finishInterruptedCommit(disk: DiskFile, progress: Progress): Promise<boolean> {
+  const pending = commitPathFor(disk);
+  if (!existsSync(pending)) return false;
+  await commitInto(pending, progress);
+  removeIfExists(pending);
+  fsyncDirectoryOf(pending);
+  return true;
+}
+
+/** Refuses early when the folder cannot hold the overlay's worst case. */
+export function checkFreeSpace(disk: DiskFile, neededBytes: number): void {
+  const stats = statfsSync(dirname(disk.path));
+  const free = stats.bavail * stats.bsize;
+  if (free < neededBytes) {
+    throw new ToolError(
+      'no-space',
+      `The folder of "${disk.path}" has ${formatBytes(free)} free, but the resize may need up to ${formatBytes(neededBytes)} for its temporary overlay; free some space and try again.`,
+    );
+  }
+}
+
+export class Overlay {
+  private committed = false;
+  private readonly unregister: () => void;
+
+  private constructor(
+    readonly path: string,
+    private readonly base: DiskFile,
+  ) {
+    this.unregister = onExit(() => this.discard());
+  }
+
+  static async begin(base: DiskFile, sizeBytes: number): Promise<Overlay> {
+    const path = tempPathBeside(base.path, PURPOSE);
+    const overlay = new Overlay(path, base);
+    await qemuImg(['create', '-q', '-f', 'qcow2', '-b', base.path, '-F', base.format, path, String(sizeBytes)]);
+    return overlay;
+  }
+
+  get disk(): DiskFile {
+    return { path: this.path, format: 'qcow2' };
+  }
+
+  /** Makes the overlay's changes the image's; from the rename on, a crash is completed by the next run. */
+  async commit(progress: Progress): Promise<void> {
+    const pending = commitPathFor(this.base);
+    renameSync(this.path, pending);
+    fsyncDirectoryOf(pending);
+    this.committed = true;
+    this.unregister();
+    await commitInto(pending, progress);
+    removeIfExists(pending);
+    fsyncDirectoryOf(pending);
+  }
+
+  /** Removes an uncommitted overlay (every exit path); the image never saw its changes. */
+  discard(): void {
+    if (this.committed) return;
+    this.unregister();
+    removeIfExists(this.path);
+  }
+}

@@ -1,0 +1,175 @@
+// The resize planner (pure): from the disk's facts, the target size and the content's measured minimum, the
+// complete list of steps with the target geometry — or a refusal that says what to do instead.
+import type { Plan } from '../plan/plan.js';
+import { Refused } from '../util/errors.js';
+import { MiB, SECTOR_BYTES, formatBytes, formatSizeArgument } from '../util/units.js';
+import type { SectorWrite } from '../partitions/gpt.js';
+import { lastUsableSector, tailSectors, targetEndSector } from '../partitions/layout.js';
+import { allocatedEndSector, tableWrites } from '../partitions/table.js';
+import type { DiskFacts } from './resize-facts.js';
+import type { SizeLimits } from './resize-info.js';
+
+export type ResizeStep =
+  | { kind: 'grow-image'; fromBytes: number; toBytes: number; preallocate: boolean }
+  | { kind: 'begin-overlay' }
+  | { kind: 'shrink-content'; noun: string; type: string; device: string; toBytes: number }
+  | { kind: 'write-table'; writes: SectorWrite[]; partition?: number; fromEndSector?: number; toEndSector?: number; diskSectors: number }
+  | { kind: 'grow-content'; noun: string; type: string; device: string; toBytes: number }
+  | { kind: 'resize-swap'; offsetBytes: number; toBytes: number }
+  | { kind: 'commit-overlay' }
+  | { kind: 'shrink-image'; fromBytes: number; toBytes: number };
+
+export interface ResizePlan extends Plan<ResizeStep> {
+  fromBytes: number;
+  toBytes: number;
+  /** Sentences for the user after success (advice, warnings that do not stop the plan). */
+  advice: string[];
+  warnings: string[];
+  /** The content must be measured in the appliance before this plan can be final (see needsMeasurement). */
+  usesOverlay: boolean;
+}
+
+export interface ResizeOptions {
+  resizePartition: boolean;
+  /** Measured limits; needed only when the content must shrink (see contentMustShrink). */
+  limits?: SizeLimits;
+}
+
+export function describeStep(step: ResizeStep): string {
+  switch (step.kind) {
+    case 'grow-image':
+      return `Grow the image from ${formatBytes(step.fromBytes)} to ${formatBytes(step.toBytes)}${step.preallocate ? ', allocating the new space (plain image)' : ''}.`;
+    case 'begin-overlay':
+      return 'Record the following changes in a temporary overlay beside the image; the image itself stays untouched until the commit.';
+    case 'shrink-content':
+      return `Shrink ${step.noun} on ${step.device} to ${formatBytes(step.toBytes)}.`;
+    case 'write-table':
+      return step.partition !== undefined
+        ? `Move the end of partition ${step.partition} from sector ${step.fromEndSector} to sector ${step.toEndSector} (start, type, GUID, name and flags kept) and write the table for ${step.diskSectors} sectors (${step.writes.map((w) => w.what).join(', ')}).`
+        : `Rewrite the partition table for a disk of ${step.diskSectors} sectors (${step.writes.map((w) => w.what).join(', ')}).`;
+    case 'grow-content':
+      return `Grow ${step.noun} on ${step.device} to fill its ${formatBytes(step.toBytes)}.`;
+    case 'resize-swap':
+      return `Re-make the swap area for ${formatBytes(step.toBytes)}, keeping its UUID and label.`;
+    case 'commit-overlay':
+      return 'Commit the overlay into the image and remove it.';
+    case 'shrink-image':
+      return `Shrink the image from ${formatBytes(step.fromBytes)} to ${formatBytes(step.toBytes)}.`;
+  }
+}
+
+/** Bytes the disk needs to keep every partition (or, without a table, the content) as it is; not rounded. */
+export function exactKeepBytes(facts: DiskFacts): number {
+  if (facts.table.kind === 'none') return facts.content?.probe.sizeBytes ?? 0;
+  return (allocatedEndSector(facts.table) + 1 + tailSectors(facts.table)) * SECTOR_BYTES;
+}
+
+/** The container size the last partition (or the whole disk) gets on a disk of `targetBytes`. */
+export function newContainerBytes(facts: DiskFacts, targetBytes: number): number {
+  if (!facts.last) return targetBytes;
+  const end = targetEndSector(facts.table, facts.last, Math.floor(targetBytes / SECTOR_BYTES));
+  return (end - facts.last.startSector + 1) * SECTOR_BYTES;
+}
+
+/** True when --resize_partition to this size has to shrink the content, which needs its measured minimum. */
+export function contentMustShrink(facts: DiskFacts, targetBytes: number): boolean {
+  if (facts.table.kind !== 'none' && !facts.last) return false;
+  const content = facts.content;
+  return content !== undefined && !content.probe.damaged && content.probe.sizeBytes > newContainerBytes(facts, targetBytes);
+}
+
+function gptNeedsRewrite(facts: DiskFacts, diskSectors: number): boolean {
+  return facts.table.kind === 'gpt' && (facts.table.primary.alternateLba !== diskSectors - 1 || facts.table.primary.lastUsableLba !== lastUsableSector(facts.table, diskSectors));
+}
+
+function keepLayoutPlan(facts: DiskFacts, targetBytes: number, viaFlag: boolean): ResizePlan {
+  const size = facts.sizeBytes;
+  const diskSectors = Math.floor(targetBytes / SECTOR_BYTES);
+  const keep = exactKeepBytes(facts);
+  if (targetBytes < size && targetBytes < keep) {
+    const what = facts.table.kind === 'none' ? `the ${facts.content?.fs.type ?? ''} filesystem spans ${formatBytes(keep)}` : `partition ${facts.last?.number ?? ''} ends at ${formatBytes(keep)}`;
+    throw new Refused(
+      `Cannot shrink the disk to ${formatBytes(targetBytes)}: ${what}, and resize without --resize_partition never cuts data. ` +
+        `The smallest size it accepts is ${formatSizeArgument(keep)}; to shrink the last partition and its filesystem too, add --resize_partition (resize --info shows the Minimum).`,
+    );
+  }
+  const steps: ResizeStep[] = [];
+  if (targetBytes > size) steps.push({ kind: 'grow-image', fromBytes: size, toBytes: targetBytes, preallocate: facts.plain });
+  if (gptNeedsRewrite(facts, diskSectors)) steps.push({ kind: 'write-table', writes: tableWrites(facts.table, diskSectors), diskSectors });
+  if (targetBytes < size) steps.push({ kind: 'shrink-image', fromBytes: size, toBytes: targetBytes });
+  const advice: string[] = [];
+  if (targetBytes > size && !viaFlag) {
+    advice.push(
+      `The new ${formatBytes(targetBytes - size)} lie outside every partition; resize --resize_partition would give them to the last partition and its filesystem.`,
+    );
+  }
+  return { summary: summaryOf(size, targetBytes, steps.length === 0), steps, fromBytes: size, toBytes: targetBytes, advice, warnings: [], usesOverlay: false };
+}
+
+function summaryOf(from: number, to: number, unchanged: boolean): string {
+  if (unchanged) return `The disk is already ${formatBytes(to)}; nothing to do.`;
+  return `Resize the disk from ${formatBytes(from)} to ${formatBytes(to)}:`;
+}
+
+export function planResize(facts: DiskFacts, targetBytes: number, options: ResizeOptions): ResizePlan {
+  if (targetBytes % SECTOR_BYTES !== 0) throw new Refused('The size must be a whole number of 512-byte sectors.');
+  if (!options.resizePartition || (facts.table.kind !== 'none' && !facts.last)) return keepLayoutPlan(facts, targetBytes, options.resizePartition);
+  const size = facts.sizeBytes;
+  const diskSectors = Math.floor(targetBytes / SECTOR_BYTES);
+  const last = facts.last;
+  const content = facts.content;
+  const containerNew = newContainerBytes(facts, targetBytes);
+  const endNew = last ? targetEndSector(facts.table, last, diskSectors) : undefined;
+  if (last && facts.table.kind === 'mbr' && endNew! < lastUsableSector(facts.table, diskSectors)) {
+    throw new Refused(`An MBR partition cannot exceed 2 TiB; partition ${last.number} cannot reach the end of a ${formatBytes(targetBytes)} disk. Convert the table to GPT first, or choose a smaller size.`);
+  }
+  const warnings: string[] = [];
+  if (!content) {
+    const what = last ? `Partition ${last.number}` : 'The disk';
+    if (containerNew < facts.containerBytes) {
+      throw new Refused(`${what} holds content that prl_disk_tool does not recognise, so it cannot be shrunk safely; choose at least ${formatSizeArgument(exactKeepBytes(facts))}, or resize without --resize_partition.`);
+    }
+    if (!last) return keepLayoutPlan(facts, targetBytes, true);
+    warnings.push(`${what} holds content that prl_disk_tool does not recognise: the partition grows, its content is left as it is.`);
+  } else if (content.probe.damaged) {
+    throw new Refused(`Cannot resize ${last ? `partition ${last.number}` : 'the disk'}: ${content.probe.damaged}.`);
+  }
+  const shrinkContent = content !== undefined && content.probe.sizeBytes > containerNew;
+  if (shrinkContent && content.fs.cannotShrink) {
+    throw new Refused(
+      `${last ? `Partition ${last.number}` : 'The disk'} holds ${content.fs.noun}, which cannot shrink (${content.fs.cannotShrink}); grow the disk instead, or move the data off first. ` +
+        `The smallest size is ${formatSizeArgument(exactKeepBytes(facts))}.`,
+    );
+  }
+  if (shrinkContent) {
+    const limits = options.limits;
+    if (!limits || limits.contentMinimumBytes === undefined) throw new Refused(`Cannot shrink ${content.fs.noun}: ${limits?.warnings.join(' ') ?? 'its minimum size is unknown.'}`);
+    if (targetBytes < limits.minimumBytes) {
+      throw new Refused(
+        `Cannot shrink the disk to ${formatBytes(targetBytes)}: the minimum is ${formatSizeArgument(limits.minimumBytes)} (resize --info), because ${content.fs.noun} needs ${formatBytes(limits.contentMinimumBytes)}. ` +
+          `Free at least ${formatBytes(limits.minimumBytes - targetBytes)} inside the guest first, or choose ${formatSizeArgument(limits.minimumBytes)} or more.`,
+      );
+    }
+  }
+  const growContent = content !== undefined && !shrinkContent && containerNew - content.probe.sizeBytes >= MiB;
+  const moveEnd = last !== undefined && endNew !== last.endSector;
+  const steps: ResizeStep[] = [];
+  const device = facts.guestDevice;
+  const contentStep = (kind: 'shrink-content' | 'grow-content'): ResizeStep =>
+    content!.fs.resizeNative
+      ? { kind: 'resize-swap', offsetBytes: facts.containerStartBytes, toBytes: containerNew }
+      : { kind, noun: content!.fs.noun, type: content!.fs.type, device, toBytes: containerNew };
+  if (targetBytes > size) steps.push({ kind: 'grow-image', fromBytes: size, toBytes: targetBytes, preallocate: facts.plain });
+  if (shrinkContent || growContent || moveEnd) steps.push({ kind: 'begin-overlay' });
+  if (shrinkContent) steps.push(contentStep('shrink-content'));
+  if (moveEnd || gptNeedsRewrite(facts, diskSectors)) {
+    const write: ResizeStep = { kind: 'write-table', writes: tableWrites(facts.table, diskSectors, moveEnd ? endNew : undefined), diskSectors };
+    if (moveEnd) Object.assign(write, { partition: last!.number, fromEndSector: last!.endSector, toEndSector: endNew });
+    steps.push(write);
+  }
+  if (growContent) steps.push(contentStep('grow-content'));
+  const usesOverlay = steps.some((s) => s.kind === 'begin-overlay');
+  if (usesOverlay) steps.push({ kind: 'commit-overlay' });
+  if (targetBytes < size) steps.push({ kind: 'shrink-image', fromBytes: size, toBytes: targetBytes });
+  return { summary: summaryOf(size, targetBytes, steps.length === 0), steps, fromBytes: size, toBytes: targetBytes, advice: [], warnings, usesOverlay };
+}

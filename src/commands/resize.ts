@@ -1,0 +1,107 @@
+// resize --size [--resize_partition]: gather facts, measure the content when it must shrink, plan, then (unless
+// --dry-run) execute; the change report gives sizes and host allocation before and after, and the steps.
+import type { Context } from './context.js';
+import type { ChangeReport } from './report.js';
+import { openImage } from './open.js';
+import { readDiskFacts, diskFile } from './resize-facts.js';
+import { measureContent, sizeLimits, type SizeLimits } from './resize-info.js';
+import { contentMustShrink, describeStep, planResize, type ResizePlan } from './resize-plan.js';
+import { Overlay, checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
+import { type ResizeState, closeGuest, executeResize, launchGuest } from './resize-execute.js';
+import { describePlan } from '../plan/plan.js';
+import { loadImage, type Image } from '../formats/image.js';
+import { check } from '../formats/qcow2/qemu-img.js';
+import { ImageInvalid } from '../util/errors.js';
+import { removeIfExists } from '../util/atomic.js';
+import { MiB } from '../util/units.js';
+import { debug } from '../util/log.js';
+
+export interface ResizeRequest {
+  hdd: string;
+  sizeBytes: number;
+  resizePartition: boolean;
+  dryRun: boolean;
+}
+
+/** Worst case of the overlay: a grow writes new metadata (about 2 % of the new space), a shrink moves data. */
+export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
+  const grown = Math.max(0, plan.toBytes - plan.fromBytes);
+  const cut = Math.max(0, plan.fromBytes - plan.toBytes);
+  return 64 * MiB + Math.ceil(grown * 0.02) + Math.min(cut, image.hostBytes);
+}
+
+async function assertConsistent(image: Image): Promise<void> {
+  if (image.format !== 'qcow2') return;
+  const result = await check(image.path, 'qcow2');
+  if (result.corruptions > 0 || result.checkErrors > 0) {
+    throw new ImageInvalid(`qemu-img check finds ${result.corruptions} corruption(s) in "${image.path}"; repair it (qemu-img check -r all) before resizing`);
+  }
+}
+
+export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
+  const opened = await openImage(request.hdd, 'modify');
+  const state: ResizeState = {};
+  try {
+    let image = await loadImage(opened.ref);
+    if (!request.dryRun) {
+      if (await finishInterruptedCommit(diskFile(image), context.progress)) {
+        context.notice('A previous resize had been interrupted while committing its changes; that commit was completed first.');
+        image = await loadImage(opened.ref);
+      }
+      for (const stale of staleOverlays(diskFile(image))) {
+        debug(`removing the overlay of an abandoned resize: ${stale}`);
+        removeIfExists(stale);
+      }
+    }
+    await assertConsistent(image);
+    const hostBytesBefore = image.hostBytes;
+    const facts = await readDiskFacts(image);
+    let limits: SizeLimits | undefined;
+    if (request.resizePartition && contentMustShrink(facts, request.sizeBytes)) {
+      // The appliance that measures the content is the one that then shrinks it: on the overlay, or read-only
+      // on the image for a dry run.
+      const needsGuest = facts.content!.fs.measuresInGuest;
+      if (needsGuest && !request.dryRun) {
+        checkFreeSpace(facts.disk, 64 * MiB + Math.min(facts.sizeBytes - request.sizeBytes, image.hostBytes));
+        state.overlay = await Overlay.begin(facts.disk, facts.sizeBytes);
+      }
+      const drive = state.overlay?.disk ?? facts.disk;
+      const measured = await measureContent(facts, () => launchGuest(state, drive, request.dryRun, context));
+      limits = sizeLimits(facts, measured);
+      if (request.dryRun) await closeGuest(state);
+    }
+    const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
+    for (const warning of [...plan.warnings, ...(limits?.warnings ?? [])]) context.notice(warning);
+    const lines = describePlan(plan, describeStep);
+    const facts0 = { sizeBeforeBytes: facts.sizeBytes, sizeAfterBytes: request.sizeBytes, hostBytesBefore };
+    if (request.dryRun || plan.steps.length === 0) {
+      return {
+        kind: 'change',
+        operation: 'resize',
+        dryRun: request.dryRun,
+        unchanged: plan.steps.length === 0,
+        plan: lines,
+        messages: [plan.summary],
+        facts: { ...facts0, sizeAfterBytes: plan.steps.length === 0 ? facts.sizeBytes : request.sizeBytes, hostBytesAfter: hostBytesBefore, steps: plan.steps.map(describeStep) },
+        warnings: [...plan.warnings, ...(limits?.warnings ?? [])],
+      };
+    }
+    if (plan.usesOverlay && !state.overlay) checkFreeSpace(facts.disk, overlayBudgetBytes(image, plan));
+    await executeResize(plan, facts, state, context);
+    const after = await loadImage(opened.ref);
+    return {
+      kind: 'change',
+      operation: 'resize',
+      dryRun: false,
+      unchanged: false,
+      plan: lines,
+      messages: [`The disk was resized from ${facts.sizeBytes} to ${after.virtualSizeBytes} bytes.`, ...plan.advice],
+      facts: { ...facts0, sizeAfterBytes: after.virtualSizeBytes, hostBytesAfter: after.hostBytes, steps: plan.steps.map(describeStep) },
+      warnings: [...plan.warnings, ...(limits?.warnings ?? [])],
+    };
+  } finally {
+    await closeGuest(state);
+    state.overlay?.discard();
+    opened.lock.release();
+  }
+}

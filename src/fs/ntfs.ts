@@ -1,0 +1,47 @@
+// NTFS: boot sector at 0 (total sectors at 0x28), measured and resized by ntfsresize. A dirty volume (Windows
+// did not shut down cleanly) cannot be measured exactly: used space is the fallback, with the CHKDSK advice.
+import { mountReadOnly, ntfsresize, statvfs, unmountAll, vfsMinimumSize } from '../guest/filesystems.js';
+import { MiB } from '../util/units.js';
+import type { Filesystem, FsProbe } from './types.js';
+
+export const NTFS_DIRTY_WARNING = 'Filesystem is dirty. The estimates may be inaccurate';
+export const CHKDSK_HINT = 'Start Windows and run CHKDSK /F on the volume (or shut Windows down cleanly), then try again.';
+
+export function probeNtfs(head: Buffer): FsProbe | undefined {
+  if (head.length < 512 || head.toString('latin1', 3, 11) !== 'NTFS    ') return undefined;
+  const bytesPerSector = head.readUInt16LE(0x0b);
+  const totalSectors = Number(head.readBigUInt64LE(0x28));
+  // The backup boot sector lies just past the volume's last sector.
+  return { type: 'ntfs', sizeBytes: (totalSectors + 1) * bytesPerSector };
+}
+
+export const ntfs: Filesystem = {
+  type: 'ntfs',
+  noun: 'an NTFS filesystem',
+  canGrow: true,
+  measuresInGuest: true,
+  probe: probeNtfs,
+  async measure({ guest, device }, probe) {
+    try {
+      const minimum = await vfsMinimumSize(guest, device);
+      return { minimumBytes: minimum + 16 * MiB, warnings: [] };
+    } catch (error) {
+      // ntfsresize refuses a volume marked dirty; the used space is the honest fallback.
+      try {
+        await mountReadOnly(guest, device, '/');
+        const vfs = await statvfs(guest, '/');
+        await unmountAll(guest);
+        const used = (vfs.blocks - vfs.freeBlocks) * vfs.blockSize;
+        return { minimumBytes: Math.min(probe.sizeBytes, used + 64 * MiB), warnings: [NTFS_DIRTY_WARNING, CHKDSK_HINT] };
+      } catch {
+        throw error;
+      }
+    }
+  },
+  async grow({ guest, device }) {
+    await ntfsresize(guest, device);
+  },
+  async shrink({ guest, device }, sizeBytes) {
+    await ntfsresize(guest, device, sizeBytes);
+  },
+};

@@ -1,0 +1,52 @@
+// The interface every filesystem (and swap, and an LVM PV) implements: identify, measure, grow, shrink.
+import type { GuestSession } from '../guest/session.js';
+
+/** What a filesystem's own superblock says, read natively from the first bytes of its container. */
+export interface FsProbe {
+  type: FsType;
+  /** Bytes the content spans from its first byte (the filesystem's size, a swap area's size, a PV's size). */
+  sizeBytes: number;
+  /** Findings that make resizing unsafe until the user repairs the filesystem. */
+  damaged?: string;
+}
+
+export type FsType = 'ext2' | 'ext3' | 'ext4' | 'ntfs' | 'btrfs' | 'xfs' | 'swap' | 'lvm';
+
+export interface Measured {
+  /** Smallest size the content can be shrunk to, margin included. */
+  minimumBytes: number;
+  warnings: string[];
+}
+
+/** Where the content lives inside the appliance. */
+export interface GuestTarget {
+  guest: GuestSession;
+  /** /dev/sda2, or /dev/sda when there is no table. */
+  device: string;
+}
+
+export interface Filesystem {
+  type: FsType;
+  /** The name used in messages ("an ext4 filesystem"). */
+  noun: string;
+  canGrow: boolean;
+  /** Undefined when it can shrink; otherwise the sentence that explains why not. */
+  cannotShrink?: string;
+  /** Reads the superblock from the first 128 KiB of the container; undefined when it is not this filesystem. */
+  probe(head: Buffer): FsProbe | undefined;
+  /** Whether measuring needs the appliance (xfs and swap are measured from their superblock alone). */
+  measuresInGuest: boolean;
+  measure(target: GuestTarget, probe: FsProbe): Promise<Measured>;
+  /**
+   * Content resized without the appliance (swap): the writes, relative to the container's first byte, that make
+   * it span `sizeBytes`. When present, grow and shrink are not used.
+   */
+  resizeNative?(head: Buffer, sizeBytes: number): { offsetBytes: number; bytes: Buffer }[];
+  /** Grows to fill the container (already enlarged). */
+  grow(target: GuestTarget): Promise<void>;
+  /** Shrinks to `sizeBytes` (the container is shrunk afterwards). */
+  shrink(target: GuestTarget, sizeBytes: number): Promise<void>;
+}
+
+/** Bytes the native probe reads from the start of a partition: btrfs' superblock ends at 68 KiB. */
+export const PROBE_BYTES = 128 * 1024;
