@@ -99,7 +99,7 @@ export function allocatedCount(delta: Delta): number {
 }
 
 /** The end of the highest cluster in use (BAT or format extension), never before the data area. */
-export function usedEndBytes(delta: Delta): number {
+export function usedEndBytes(delta: Pick<Delta, 'header' | 'bat'>): number {
   let end = dataOffsetBytes(delta.header);
   const cluster = clusterBytes(delta.header);
   for (let i = 0; i < delta.header.batEntries; i++) {
@@ -139,6 +139,21 @@ export function writeEntry(delta: Delta, index: number, entry: number): void {
   }
   delta.bat[index] = entry;
   durable(delta, `BAT slot ${index} = ${entry}`);
+}
+
+/** Points consecutive BAT slots from `first` at `entries` in one write and fsyncs. */
+export function writeEntries(delta: Delta, first: number, entries: readonly number[]): void {
+  requireWritable(delta);
+  const buf = Buffer.alloc(entries.length * 4);
+  entries.forEach((entry, i) => buf.writeUInt32LE(entry, 4 * i));
+  writeFully(delta.fd, buf, slotOffset(first));
+  if (first + entries.length > delta.bat.length) {
+    const grown = new Uint32Array(first + entries.length);
+    grown.set(delta.bat);
+    delta.bat = grown;
+  }
+  entries.forEach((entry, i) => (delta.bat[first + i] = entry));
+  durable(delta, `BAT slots ${first}..${first + entries.length - 1} written`);
 }
 
 /** Zeroes BAT slots [from, to) in one write and fsyncs. */
