@@ -11,11 +11,12 @@ export interface GuestPartition {
   sizeBytes: number;
 }
 
+/** Type, GUID and name as the appliance sees them. The attribute bits are read natively (partitions/gpt.ts):
+ * libguestfs 1.48's part-get-gpt-attributes answers 0 where sgdisk shows bit 60 set. */
 export interface GptAttributes {
   typeGuid: string;
   guid: string;
   name: string;
-  attributes: bigint;
 }
 
 export interface MbrAttributes {
@@ -41,13 +42,12 @@ export async function listPartitions(guest: GuestSession, device: string): Promi
 }
 
 export async function gptAttributes(guest: GuestSession, device: string, number: number): Promise<GptAttributes> {
-  const [typeGuid, guid, name, attributes] = await Promise.all([
+  const [typeGuid, guid, name] = await Promise.all([
     guest.call('part-get-gpt-type', device, number),
     guest.call('part-get-gpt-guid', device, number),
     guest.call('part-get-name', device, number),
-    guest.call('part-get-gpt-attributes', device, number),
   ]);
-  return { typeGuid: typeGuid.trim(), guid: guid.trim(), name: name.replace(/\n$/, ''), attributes: BigInt(attributes.trim()) };
+  return { typeGuid: typeGuid.trim(), guid: guid.trim(), name: name.replace(/\n$/, '') };
 }
 
 export async function mbrAttributes(guest: GuestSession, device: string, number: number): Promise<MbrAttributes> {
