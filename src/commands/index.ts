@@ -2,8 +2,6 @@
 import type { Request } from './request.js';
 import type { Context } from './context.js';
 import type { Report } from './report.js';
-import { ToolError } from '../util/errors.js';
-import { resolveHdd } from '../formats/resolve.js';
 import { compactInfo } from './compact-info.js';
 import { compact } from './compact.js';
 import { resizeInfo } from './resize-info.js';
@@ -13,13 +11,7 @@ import { runConvert } from './convert.js';
 
 type Operational = Exclude<Request, { kind: 'help' } | { kind: 'usage' }>;
 
-function notBuilt(what: string, hdd: string): never {
-  resolveHdd(hdd); // a wrong path is still reported as such
-  throw new ToolError('not-implemented', `${what} is not implemented yet in this version of prl_disk_tool; nothing was changed.`);
-}
-
 export async function runRequest(request: Operational, context: Context): Promise<Report> {
-  void context;
   switch (request.kind) {
     case 'resize-info':
       return resizeInfo(request.hdd, context);
