@@ -1,6 +1,6 @@
 // compact: free the host space held by clusters no filesystem uses, in place (qcow2 by discard, ploop by
 // dropping clusters from the BAT). --dry-run measures the same in a throwaway overlay and changes nothing.
-import type { ChangeReport } from './report.js';
+import type { ChangeFacts, ChangeReport } from './report.js';
 import type { Context } from './context.js';
 import { openImage } from './open.js';
 import { loadImage, type Qcow2Image } from '../formats/image.js';
@@ -84,14 +84,8 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
   // --dry-run takes the same exclusive lock: the estimate must not race a change.
   const opened = await openImage(hdd, 'modify');
   try {
-    let outcome: Outcome;
-    if (opened.ref.format === 'qcow2') {
-      const image = await loadImage(opened.ref);
-      if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
-      outcome = await runQcow2(image, dryRun, context);
-    } else {
-      outcome = await runPloop(opened.ref.folder, dryRun, context);
-    }
+    const image = await loadImage(opened.ref);
+    const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image.folder, dryRun, context);
     for (const warning of outcome.warnings) context.notice(warning);
     const unchanged = outcome.freedBytes === 0;
     const verb = dryRun ? 'would free' : 'freed';
@@ -100,7 +94,9 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
       `Compacted "${hdd}": ${verb} ${formatBytes(outcome.freedBytes)} of host space (${formatBytes(outcome.hostBytesBefore)} before, ${formatBytes(outcome.hostBytesAfter)} after).`,
     ];
     if (unchanged && !dryRun) messages[messages.length - 1] = `"${hdd}" is already compact: no host space was freed (${formatBytes(outcome.hostBytesAfter)} in use).`;
-    const facts: Record<string, unknown> = {
+    const facts: ChangeFacts = {
+      sizeBeforeBytes: image.virtualSizeBytes,
+      sizeAfterBytes: image.virtualSizeBytes,
       hostBytesBefore: outcome.hostBytesBefore,
       hostBytesAfter: outcome.hostBytesAfter,
       freedBytes: outcome.freedBytes,

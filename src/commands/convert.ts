@@ -23,7 +23,7 @@ export async function runConvert(request: ConvertRequest, context: Context): Pro
     const plan = planQcow2Convert(facts, request.target, temp);
     const warnings = plan.steps.length > 0 ? await requireConsistentQcow2(path) : [];
     const lines = describePlan(plan, describeConvertStep);
-    const common = { path, target: request.target, virtualSizeBytes: facts.virtualSizeBytes, hostBytesBefore: facts.hostBytes };
+    const common = { path, target: request.target, sizeBeforeBytes: facts.virtualSizeBytes, sizeAfterBytes: facts.virtualSizeBytes, hostBytesBefore: facts.hostBytes };
     if (plan.steps.length === 0 || request.dryRun) {
       return {
         kind: 'change', operation: 'convert', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,

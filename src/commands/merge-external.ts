@@ -136,7 +136,8 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
     });
     const lines = describePlan(plan, describeExternalStep);
     const hostBytesBefore = chain.reduce((sum, layer) => sum + layer.hostBytes, 0);
-    const facts = { path: opened.ref.path, chain: chain.map((layer) => layer.path), hostBytesBefore };
+    const sizeBytes = chain[0]!.virtualSizeBytes;
+    const facts = { path: opened.ref.path, chain: chain.map((layer) => layer.path), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
     if (plan.steps.length === 0 || request.dryRun) {
       return {
         kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,

@@ -50,7 +50,8 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     if (image.chain.length > 1) {
       messages.push(`${image.path} also has a backing chain of ${image.chain.length - 1} file(s); "merge --external" folds it into one image.`);
     }
-    const facts = { path: image.path, snapshots: image.snapshots.map((s) => ({ id: s.id, name: s.name })), hostBytesBefore };
+    const sizeBytes = image.virtualSizeBytes;
+    const facts = { path: image.path, snapshots: image.snapshots.map((s) => ({ id: s.id, name: s.name })), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
     if (plan.steps.length === 0 || request.dryRun) {
       return {
         kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,

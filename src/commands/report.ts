@@ -20,6 +20,15 @@ export interface CompactInfoReport {
   warnings: string[];
 }
 
+/** What every modifying command reports, in bytes; with --dry-run "after" is what the plan gives. */
+export interface ChangeFacts {
+  sizeBeforeBytes: number;
+  sizeAfterBytes: number;
+  hostBytesBefore: number;
+  hostBytesAfter: number;
+  [fact: string]: unknown;
+}
+
 /** A modifying command's account of what it did, or with --dry-run would do. */
 export interface ChangeReport {
   kind: 'change';
@@ -31,8 +40,8 @@ export interface ChangeReport {
   plan: string[];
   /** Closing sentences for the user (what changed, advice). */
   messages: string[];
-  /** Command-specific facts for --json (sizes in bytes, host allocation before/after). */
-  facts: Record<string, unknown>;
+  /** The common facts plus command-specific ones, for --json. */
+  facts: ChangeFacts;
   warnings: string[];
 }
 
