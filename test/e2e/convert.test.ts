@@ -1,0 +1,189 @@
+// convert --plain / --expanding on real qcow2 images: host allocation within bounds (st_blocks), content checked
+// with qemu-img compare against a copy made before, refusals and --dry-run change no byte, kill -9 and SIGINT
+// mid-copy leave the image untouched and no temporary behind the next run.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const CLI = join(process.cwd(), 'dist/src/cli/main.js');
+const MiB = 1024 * 1024;
+const root = mkdtempSync(join(tmpdir(), 'prl-convert-e2e-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let counter = 0;
+function freshDir(): string {
+  const dir = join(root, `case${++counter}`);
+  execFileSync('mkdir', ['-p', dir]);
+  return dir;
+}
+function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8' });
+}
+function qemuIo(file: string, ...commands: string[]): void {
+  execFileSync('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
+}
+function info(file: string): Record<string, unknown> {
+  return JSON.parse(qemuImg('info', '--output=json', '-U', '-f', 'qcow2', file)) as Record<string, unknown>;
+}
+function identical(a: string, b: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
+}
+function checkClean(file: string): void {
+  const result = spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' });
+  expect(result.status, `qemu-img check ${file}: ${result.stdout}`).toBe(0);
+}
+function allocated(file: string): number {
+  return statSync(file).blocks * 512;
+}
+function sums(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
+  return out;
+}
+function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
+  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8' });
+  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+  if (args.includes('--json')) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+  return out;
+}
+
+/** Runs the CLI and sends `signal` to it (SIGKILL: also to its qemu-img child, a power cut) once progress reaches `percent`. */
+async function signalAtProgress(args: string[], percent: number, signal: NodeJS.Signals): Promise<{ seen: number; status: number | null }> {
+  const child = spawn('node', [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let seen = -1;
+  let buffer = '';
+  return new Promise((resolve) => {
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk;
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) {
+        let event: { event?: string; percent?: number };
+        try {
+          event = JSON.parse(line) as typeof event;
+        } catch {
+          continue;
+        }
+        if (event.event !== 'progress' || (event.percent ?? 0) < percent || seen >= 0) continue;
+        seen = event.percent!;
+        const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+        process.kill(child.pid!, signal);
+        if (signal === 'SIGKILL') for (const kid of kids) spawnSync('kill', ['-9', kid]);
+      }
+    });
+    child.on('close', (status) => resolve({ seen, status }));
+  });
+}
+
+/** 1 GiB virtual, 192 MiB of patterned data (4 MiB of it zeroed again) and a range written with zero bytes. */
+function buildImage(dir: string, options = ''): string {
+  const file = join(dir, 'vm.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', ...(options ? ['-o', options] : []), file, '1G');
+  qemuIo(file, 'write -P 0x5a 0 128M', 'write -P 0x3c 512M 64M', 'write -z 16M 4M', 'write -P 0 900M 8M');
+  return file;
+}
+
+describe('convert on qcow2', () => {
+  it('--plain then --expanding: allocation within bounds, content identical, options, mode kept, repeat is a no-op', () => {
+    const dir = freshDir();
+    const file = buildImage(dir, 'cluster_size=131072');
+    chmodSync(file, 0o640);
+    qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', file, join(dir, 'flat.ref'));
+    const virtual = 1024 * MiB;
+
+    const plain = cli('convert', '--plain', '--hdd', file, '--json');
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(allocated(file)).toBeGreaterThanOrEqual(virtual);
+    const metadataBytes = JSON.parse(qemuImg('measure', '--output=json', '-O', 'qcow2', '-o', 'cluster_size=131072', '--size', '1G')).required as number;
+    expect(allocated(file)).toBeLessThanOrEqual(virtual + metadataBytes + virtual / 100);
+    expect(plain.json!.hostBytesAfter).toBe(allocated(file));
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
+    expect(info(file)['cluster-size']).toBe(131072);
+    expect(statSync(file).mode & 0o777).toBe(0o640);
+    checkClean(file);
+
+    const before = sums(dir);
+    const again = cli('convert', '--plain', '--hdd', file, '--json');
+    expect(again.status).toBe(0);
+    expect(again.json!.unchanged).toBe(true);
+    expect(sums(dir)).toEqual(before);
+
+    const expanding = cli('convert', '--expanding', '--hdd', file, '--json');
+    expect(expanding.status, expanding.stderr).toBe(0);
+    const dataBytes = 188 * MiB; // 192 MiB written, 4 MiB of it zeroed again
+    expect(allocated(file)).toBeGreaterThanOrEqual(dataBytes);
+    expect(allocated(file)).toBeLessThanOrEqual(dataBytes * 1.02 + 4 * MiB);
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
+    expect(info(file)['cluster-size']).toBe(131072);
+    checkClean(file);
+    expect(readdirSync(dir).sort()).toEqual(['flat.ref', 'vm.qcow2']);
+  });
+
+  it('refuses a backing file, internal snapshots, an image in use, a locked image; --dry-run; none changes a byte', async () => {
+    const cases: [string, (file: string, dir: string) => (() => void) | void, number, RegExp][] = [
+      ['backing file', (file, dir) => {
+        const base = join(dir, 'base.qcow2');
+        qemuImg('create', '-q', '-f', 'qcow2', base, '1G');
+        qemuImg('rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', base, file);
+      }, 8, /merge --external/],
+      ['snapshots', (file) => void qemuImg('snapshot', '--image-opts', '-c', 's', `driver=qcow2,file.driver=file,file.filename=${file}`), 8, /prl_disk_tool merge --hdd/],
+      ['in use', (file) => {
+        const child = spawn('qemu-io', ['-f', 'qcow2', file], { stdio: ['pipe', 'ignore', 'ignore'] });
+        return () => child.kill('SIGKILL');
+      }, 6, /in use/],
+      ['locked', (file) => {
+        const child = spawn('flock', ['-x', file, 'sleep', '60'], { stdio: 'ignore' });
+        return () => child.kill('SIGKILL');
+      }, 5, /locked by another process/],
+      ['dry run', () => undefined, 0, /Dry run: nothing was changed[\s\S]*preallocation=falloc/],
+    ];
+    for (const [name, prepare, status, message] of cases) {
+      const dir = freshDir();
+      const file = buildImage(dir);
+      const release = prepare(file, dir);
+      await new Promise((r) => setTimeout(r, 300));
+      const before = sums(dir);
+      const result = cli('convert', '--plain', '--hdd', file, ...(name === 'dry run' ? ['-n'] : []));
+      release?.();
+      expect(result.status, `${name}: ${result.stderr}`).toBe(status);
+      expect(result.stdout + result.stderr, name).toMatch(message);
+      expect(sums(dir), name).toEqual(before);
+    }
+  });
+
+  it('kill -9 mid-copy leaves the image byte-identical; the next run removes the stale copy and converts', async () => {
+    const dir = freshDir();
+    const file = join(dir, 'vm.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '2G');
+    qemuIo(file, 'write -P 0x77 0 768M');
+    qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', file, join(dir, 'flat.ref'));
+    const before = sums(dir);
+    const { seen } = await signalAtProgress(['convert', '--plain', '--hdd', file], 10, 'SIGKILL');
+    expect(seen).toBeGreaterThanOrEqual(10);
+    const left = readdirSync(dir).filter((name) => name.endsWith('.prl-tmp'));
+    expect(left).toHaveLength(1);
+    const after = sums(dir);
+    expect(after['vm.qcow2']).toBe(before['vm.qcow2']);
+    checkClean(file);
+
+    const rerun = cli('convert', '--plain', '--hdd', file);
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['flat.ref', 'vm.qcow2']);
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
+    expect(allocated(file)).toBeGreaterThanOrEqual(2 * 1024 * MiB);
+  });
+
+  it('SIGINT mid-copy exits 130, removes the copy and leaves the image byte-identical', async () => {
+    const dir = freshDir();
+    const file = join(dir, 'vm.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '2G');
+    qemuIo(file, 'write -P 0x78 0 768M');
+    const before = sums(dir);
+    const { seen, status } = await signalAtProgress(['convert', '--plain', '--hdd', file], 10, 'SIGINT');
+    expect(seen).toBeGreaterThanOrEqual(10);
+    expect(status).toBe(130);
+    expect(sums(dir)).toEqual(before);
+  });
+});
