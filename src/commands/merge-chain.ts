@@ -2,7 +2,7 @@
 // format is not recorded is refused instead of letting qemu-img probe it.
 import { realpathSync } from 'node:fs';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
-import { CommandFailed } from '../util/exec.js';
+import { CommandFailed, run } from '../util/exec.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 
 export interface Layer {
@@ -46,7 +46,7 @@ export async function readLayer(path: string, shareLock: boolean): Promise<Retur
   try {
     return parseLayer(path, await qemuImg([...args, path], { timeoutMs: 120_000 }));
   } catch (error) {
-    if (error instanceof CommandFailed && /Failed to get ".*" lock|Is another process using the image/.test(error.stderr)) {
+    if (error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr)) {
       throw new ToolError('in-use', `The disk image "${path}" of the backing chain is in use by a running virtual machine; stop it first.`);
     }
     if (error instanceof CommandFailed) {
@@ -84,4 +84,31 @@ export async function readChain(top: string): Promise<Layer[]> {
     }
   }
   return chain;
+}
+
+const LOCK_FAILURE = /Failed to get ".*" lock|Is another process using the image/;
+
+export function inUseByOther(path: string): ToolError {
+  return new ToolError(
+    'in-use',
+    `The disk image "${path}" of the backing chain is in use by a running virtual machine (perhaps as the backing file of another image); stop it first. Nothing was changed.`,
+  );
+}
+
+/**
+ * A VM that uses `path` as its backing file only reads it, so a read-only open (qemu-img info) does not
+ * conflict; but it forbids writers, so a read-write open does. qemu-io opening a clean qcow2 read-write
+ * and quitting writes nothing (the caller skips dirty images, whose open would repair refcounts).
+ */
+export async function requireNoWriterConflict(path: string): Promise<void> {
+  try {
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'quit', path], { timeoutMs: 120_000 });
+  } catch (error) {
+    if (error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr)) throw inUseByOther(path);
+    throw error;
+  }
+}
+
+export function isLockFailure(error: unknown): boolean {
+  return error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr);
 }

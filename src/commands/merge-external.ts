@@ -5,7 +5,7 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './merge.js';
 import { openImage } from './open.js';
-import { readChain, readLayer, type Layer } from './merge-chain.js';
+import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
 import { copyOwnership, freeBytesAt, hostAllocatedBytes, requireConsistentQcow2, sameFilesystem, spaceMargin } from './merge-host.js';
 import { parseProgress, qemuImg } from '../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
@@ -88,12 +88,18 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
     case 'commit':
       context.progress.step('Committing the overlays into the base');
       // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
-      await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', step.baseName, step.top], {
-        onStdoutLine: (line) => {
-          const fraction = parseProgress(line);
-          if (fraction !== undefined) context.progress.update(fraction);
-        },
-      });
+      try {
+        await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', step.baseName, step.top], {
+          onStdoutLine: (line) => {
+            const fraction = parseProgress(line);
+            if (fraction !== undefined) context.progress.update(fraction);
+          },
+        });
+      } catch (error) {
+        // qemu-img takes the base's write lock when it opens it, before writing anything.
+        if (isLockFailure(error)) throw inUseByOther(step.base);
+        throw error;
+      }
       fsyncPath(step.base);
       context.progress.done();
       return;
@@ -124,6 +130,7 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
     for (const layer of layers.slice(1)) {
       locks.push(acquireLock(layer.path, 'exclusive', layer.path));
       await readLayer(layer.path, false);
+      if (!layer.dirty) await requireNoWriterConflict(layer.path);
     }
     const warnings: string[] = [];
     for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)));

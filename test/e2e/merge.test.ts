@@ -150,6 +150,11 @@ describe('merge --external', () => {
       ['snapshot in the top', (_d, f) => snapshot(f[2]!, 'old'), 8, /internal snapshot/],
       ['no backing format', (_d, f) => removeBackingFormat(f[2]!), 8, /without its format/],
       ['lower file in use', (_d, f) => holdOpen(f[1]!), 6, /in use/],
+      ['base used by a VM through another overlay', (d, f) => {
+        const other = join(d, 'other.qcow2');
+        qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', f[0]!, other);
+        return holdOpen(other);
+      }, 6, /in use .*backing file of another image/],
       ['top locked by another tool', (_d, f) => holdFlock(f[2]!), 5, /locked by another process/],
       ['dry run', () => undefined, 0, /Dry run: nothing was changed/],
     ];
