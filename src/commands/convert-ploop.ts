@@ -1,12 +1,74 @@
-// convert on ploop: in place through the ploop engine (pending its convert module).
+// convert on ploop: in place through the ploop engine (allocate every cluster, or drop all-zero clusters and compact),
+// with Storage/Preallocated in DiskDescriptor.xml following.
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { OpenedImage } from './open.js';
 import type { ConvertRequest } from './convert.js';
-import { NotSupported } from '../util/errors.js';
+import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
+import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../formats/ploop/convert.js';
+import { hostAllocatedBytes, requireFreeSpace } from './merge-host.js';
+import { Refused } from '../util/errors.js';
+import { formatBytes } from '../util/units.js';
+
+function hostBytesOf(image: PloopImage): number {
+  return image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);
+}
+
+/** Nothing to do: no cluster to allocate or release, and the descriptor already says so. */
+export function ploopConvertIsNoop(plan: ConvertPlan, preallocatedNow: boolean): boolean {
+  if (plan.target === 'preallocated') return plan.allocate.length === 0 && preallocatedNow;
+  return (plan.compact?.releasedClusters ?? 0) === 0 && (plan.compact?.reclaimedBytes ?? 0) === 0 && !preallocatedNow;
+}
 
 export async function convertPloop(opened: OpenedImage, request: ConvertRequest, context: Context): Promise<ChangeReport> {
-  void context;
-  void request;
-  throw new NotSupported(`convert of ploop images ("${opened.hdd}") is not available yet in this version; nothing was changed.`);
+  if (opened.ref.format !== 'ploop') throw new Error('internal: convertPloop on a qcow2 image');
+  const folder = opened.ref.folder;
+  const target = request.target === 'plain' ? 'preallocated' : 'expanding';
+  let image = openPloopImage(folder, { write: !request.dryRun });
+  try {
+    if (image.deltas.length > 1) {
+      throw new Refused(`The ploop image "${folder}" has ${image.deltas.length - 1} snapshot delta(s); fold them first with "prl_disk_tool merge --hdd ${folder}". Nothing was changed.`);
+    }
+    const recovery = image.pendingRecovery;
+    if (target === 'expanding') context.progress.step('Looking for all-zero clusters');
+    const plan = planConvert(image, target, (done, total) => context.progress.update(done / total));
+    if (target === 'expanding') context.progress.done();
+    const hostBytesBefore = hostBytesOf(image);
+    const noop = recovery.length === 0 && ploopConvertIsNoop(plan, image.descriptor.preallocated);
+    const kind = request.target === 'plain' ? 'plain (preallocated)' : 'expanding';
+    const lines = noop
+      ? [`${folder} is already ${kind}; nothing to convert.`]
+      : [
+          `Convert the ploop image ${folder} to ${kind}, in place.`,
+          ...recovery.map((finding) => `  Complete an interrupted operation first: ${finding}.`),
+          ...describeConvertPlan(plan).map((line, i) => `  ${i + 1}. ${line}`),
+        ];
+    const facts = { path: folder, target: request.target, sizeBeforeBytes: image.sizeBytes, sizeAfterBytes: image.sizeBytes, hostBytesBefore };
+    if (plan.target === 'preallocated' && plan.allocateBytes > 0) requireFreeSpace(image.deltas[0]!.path, plan.allocateBytes, 'preallocating the image');
+    if (noop || request.dryRun) {
+      return {
+        kind: 'change', operation: 'convert', dryRun: request.dryRun, unchanged: noop, plan: lines,
+        messages: noop ? lines : [], facts: { ...facts, hostBytesAfter: hostBytesBefore }, warnings: [],
+      };
+    }
+    if (recovery.length > 0) {
+      recoverPloopImage(image);
+      // Recovery may truncate or rewrite the BAT: plan again on what is now on disk.
+      closePloopImage(image);
+      image = openPloopImage(folder, { write: true });
+    }
+    const fresh = recovery.length > 0 ? planConvert(image, target) : plan;
+    context.progress.step(request.target === 'plain' ? 'Allocating every cluster' : 'Releasing all-zero clusters');
+    executeConvert(image, fresh, { progress: (done, total) => context.progress.update(total > 0 ? done / total : 1) });
+    context.progress.done();
+    const hostBytesAfter = hostBytesOf(image);
+    return {
+      kind: 'change', operation: 'convert', dryRun: false, unchanged: false, plan: lines,
+      messages: [`Converted ${folder} to ${kind}; it now occupies ${formatBytes(hostBytesAfter)} on the host (was ${formatBytes(hostBytesBefore)}).`],
+      facts: { ...facts, hostBytesAfter },
+      warnings: [],
+    };
+  } finally {
+    closePloopImage(image);
+  }
 }
