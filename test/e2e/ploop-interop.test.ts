@@ -6,10 +6,10 @@ import { readFileSync, statSync, truncateSync, writeFileSync, mkdirSync, copyFil
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ImageInvalid } from '../../src/util/errors.js';
-import { closePloopImage, openPloopImage, readVirtual, recoverPloopImage } from '../../src/formats/ploop/image.js';
+import { closePloopImage, layoutOf, openPloopImage, readVirtual, recoverPloopImage } from '../../src/formats/ploop/image.js';
 import { executeResize, planResize } from '../../src/formats/ploop/resize.js';
 import { countBlocks, executeCompact, planCompact } from '../../src/formats/ploop/compact.js';
-import { executeConvert, layoutOf, planConvert } from '../../src/formats/ploop/convert.js';
+import { executeConvert, planConvert } from '../../src/formats/ploop/convert.js';
 import { readDescriptor } from '../../src/formats/ploop/descriptor.js';
 import {
   BASE_GUID,

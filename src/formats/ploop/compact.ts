@@ -6,7 +6,7 @@ import { entryToOffset } from './bat.js';
 import { extensionActive } from './check.js';
 import { clusterBytes, dataOffsetBytes } from './header.js';
 import { clearInUse, markInUse, readFully, truncateDelta, writeFully, syncData } from './delta.js';
-import { type PloopImage } from './image.js';
+import { type PloopImage, requireRecovered } from './image.js';
 import { type DeltaLayout, moveCluster } from './resize.js';
 
 export type CompactStep =
@@ -128,6 +128,7 @@ function releaseSlots(image: PloopImage, indices: readonly number[]): void {
 }
 
 export function executeCompact(image: PloopImage, plan: CompactPlan, options: { progress?: (doneBytes: number, totalBytes: number) => void } = {}): void {
+  requireRecovered(image);
   const delta = image.deltas[0]!;
   const cluster = clusterBytes(delta.header);
   const moves = plan.steps.filter((s) => s.kind === 'move-cluster').length;

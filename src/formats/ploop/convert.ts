@@ -3,7 +3,7 @@
 import { Refused } from '../../util/errors.js';
 import { setPreallocated, writeDescriptor } from './descriptor.js';
 import { clearInUse, markInUse, usedEndBytes } from './delta.js';
-import { type PloopImage } from './image.js';
+import { type PloopImage, layoutOf, requireRecovered } from './image.js';
 import { clusterBytes } from './header.js';
 import { type CompactPlan, executeCompact, findZeroClusters, planCompact } from './compact.js';
 import { type DeltaLayout, allocateClusters } from './resize.js';
@@ -19,10 +19,6 @@ export interface ConvertPlan {
   compact?: CompactPlan;
 }
 
-export function layoutOf(image: PloopImage, index: number): DeltaLayout {
-  const d = image.deltas[index]!;
-  return { header: d.header, bat: d.bat, fileSizeBytes: d.fileSizeBytes };
-}
 
 function refuseChain(image: PloopImage): void {
   if (image.deltas.length > 1) {
@@ -73,6 +69,7 @@ export function describeConvertPlan(plan: ConvertPlan): string[] {
 
 export function executeConvert(image: PloopImage, plan: ConvertPlan, options: { progress?: (doneBytes: number, totalBytes: number) => void } = {}): void {
   refuseChain(image);
+  requireRecovered(image);
   const delta = image.deltas[0]!;
   if (plan.target === 'preallocated') {
     markInUse(delta);

@@ -30,6 +30,14 @@ export interface Delta {
   onDurable?: (what: string) => void;
 }
 
+/** What the planners need of one delta: plain data, no file handle. */
+export interface DeltaLayout {
+  header: PloopHeader;
+  /** BAT slots (at least header.batEntries of them). */
+  bat: Uint32Array;
+  fileSizeBytes: number;
+}
+
 export interface OpenOptions {
   write?: boolean;
 }

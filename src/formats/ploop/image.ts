@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, openSync, constants } from 'node:fs';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
 import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
-import { type Delta, clusterHostOffset, closeDelta, openDelta, readFully, recoverDelta } from './delta.js';
+import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, readFully, recoverDelta } from './delta.js';
 import { clusterBytes, effectiveSizeSectors } from './header.js';
 
 export interface PloopImage {
@@ -109,6 +109,19 @@ export function readVirtual(image: PloopImage, offsetBytes: number, length: numb
     done += chunk;
   }
   return out;
+}
+
+/** Executors refuse to start on an image that an interrupted operation left behind. */
+export function requireRecovered(image: PloopImage): void {
+  if (image.pendingRecovery.length > 0) {
+    throw new ImageInvalid(`The ploop image "${image.descriptor.folder}" needs recovery from an interrupted operation first`, image.pendingRecovery);
+  }
+}
+
+/** The planners' view of delta `index` (0 = top). */
+export function layoutOf(image: PloopImage, index: number): DeltaLayout {
+  const d = image.deltas[index]!;
+  return { header: d.header, bat: d.bat, fileSizeBytes: d.fileSizeBytes };
 }
 
 /** Size of a delta file on the host, for reports. */

@@ -6,7 +6,6 @@ import { entryToOffset, offsetToEntry } from './bat.js';
 import { extensionActive } from './check.js';
 import {
   HEADER_BYTES,
-  type PloopHeader,
   clusterBytes,
   cylindersFor,
   dataOffsetBytes,
@@ -15,6 +14,7 @@ import {
 } from './header.js';
 import {
   type Delta,
+  type DeltaLayout,
   clearInUse,
   markInUse,
   readFully,
@@ -27,16 +27,10 @@ import {
   writeHeader,
   zeroEntries,
 } from './delta.js';
-import { type PloopImage } from './image.js';
+import { type PloopImage, requireRecovered } from './image.js';
 import { setDiskSize, writeDescriptor } from './descriptor.js';
 
-/** What the planner needs of one delta: plain data, no file handles. */
-export interface DeltaLayout {
-  header: PloopHeader;
-  /** BAT slots (at least header.batEntries of them). */
-  bat: Uint32Array;
-  fileSizeBytes: number;
-}
+export type { DeltaLayout };
 
 export type ResizeStep =
   | { kind: 'mark-in-use'; dropsExtension: boolean }
@@ -210,6 +204,7 @@ export function allocateClusters(delta: Delta, fromIndex: number, toIndex: numbe
 
 /** Runs a plan on an image opened with { write: true } (after recoverPloopImage when it was needed). */
 export function executeResize(image: PloopImage, plan: ResizePlan, options: ExecuteOptions = {}): void {
+  requireRecovered(image);
   const delta = image.deltas[0]!;
   const cluster = clusterBytes(delta.header);
   const total = plan.steps.reduce((sum, step) => sum + workBytes(step, cluster), 0);

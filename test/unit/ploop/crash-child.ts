@@ -1,9 +1,9 @@
 // Child process for the crash tests: runs one operation and SIGKILLs itself after the Nth durable write.
 // Usage: vite-node crash-child.ts <grow|shrink|compact|preallocate> <folder> <killAfter|0> <arg>
-import { closePloopImage, openPloopImage, recoverPloopImage } from '../../../src/formats/ploop/image.js';
+import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../../../src/formats/ploop/image.js';
 import { executeResize, planResize } from '../../../src/formats/ploop/resize.js';
 import { executeCompact, planCompact } from '../../../src/formats/ploop/compact.js';
-import { executeConvert, layoutOf, planConvert } from '../../../src/formats/ploop/convert.js';
+import { executeConvert, planConvert } from '../../../src/formats/ploop/convert.js';
 
 const [op, folder, killAfterText, arg] = process.argv.slice(2);
 const killAfter = Number(killAfterText);
