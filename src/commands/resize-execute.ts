@@ -3,12 +3,14 @@
 import type { Context } from './context.js';
 import type { DiskFacts } from './resize-facts.js';
 import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js';
-import { Overlay } from './resize-overlay.js';
+import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
+import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
 import { executePlan } from '../plan/plan.js';
 import { GuestSession } from '../guest/session.js';
 import { qemuImg, parseProgress } from '../formats/qcow2/qemu-img.js';
 import { type DiskFile, writeSectors } from '../partitions/io.js';
-import { NotSupported } from '../util/errors.js';
+import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
+import { executeResize as executePloopResize, planResize as planPloopResize } from '../formats/ploop/resize.js';
 import { filesystemFor } from '../fs/registry.js';
 
 /** What the executor holds across steps; the command closes and discards it on every exit path. */
@@ -17,8 +19,29 @@ export interface ResizeState {
   guest?: GuestSession;
 }
 
+/** ploop: the native engine grows or shrinks the top delta and then the descriptor (crash-safe ordering there). */
+function resizePloop(folder: string, toBytes: number, preallocate: boolean, context: Context): void {
+  const image = openPloopImage(folder, { write: true });
+  try {
+    if (image.pendingRecovery.length > 0) {
+      context.notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
+      recoverPloopImage(image);
+    }
+    const lower = image.deltas.slice(1).map((_, index) => layoutOf(image, index + 1));
+    const plan = planPloopResize(layoutOf(image, 0), lower, toBytes, { preallocated: preallocate });
+    executePloopResize(image, plan, { progress: (done, total) => total > 0 && context.progress.update(done / total) });
+  } finally {
+    closePloopImage(image);
+  }
+}
+
 async function resizeImage(facts: DiskFacts, toBytes: number, mode: 'grow' | 'shrink', preallocate: boolean, context: Context): Promise<void> {
-  if (facts.image.format !== 'qcow2') throw new NotSupported('Resizing ploop images is not available yet in this version; nothing was changed.');
+  if (facts.image.format === 'ploop') {
+    context.progress.step(mode === 'grow' ? 'Growing the image' : 'Shrinking the image');
+    resizePloop(facts.image.folder, toBytes, preallocate, context);
+    context.progress.done();
+    return;
+  }
   const args = ['resize', '-f', 'qcow2'];
   if (mode === 'shrink') args.push('--shrink');
   if (preallocate) args.push('--preallocation=falloc');
@@ -42,6 +65,13 @@ export async function launchGuest(state: ResizeState, drive: DiskFile, readonly:
   return state.guest;
 }
 
+/** How an overlay reaches this image: qemu-img commit for qcow2, a native cluster copy for ploop. */
+export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context): Committer {
+  const image = facts.image;
+  if (image.format === 'qcow2') return qemuCommit;
+  return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.folder, progress, context.notice);
+}
+
 export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: ResizeState, context: Context): Promise<void> {
   const current = (): DiskFile => state.overlay?.disk ?? facts.disk;
   const runStep = async (step: ResizeStep): Promise<void> => {
@@ -49,7 +79,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       case 'grow-image':
         return resizeImage(facts, step.toBytes, 'grow', step.preallocate, context);
       case 'begin-overlay':
-        state.overlay ??= await Overlay.begin(facts.disk, Math.max(plan.toBytes, plan.fromBytes));
+        state.overlay ??= await Overlay.begin(facts.disk, Math.max(plan.toBytes, plan.fromBytes), committerFor(facts, context));
         return;
       case 'shrink-content':
       case 'grow-content': {
@@ -64,6 +94,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       }
       case 'write-table':
         await closeGuest(state);
+        if (!state.overlay && facts.image.format === 'ploop') return writePloopSectors(facts.image.folder, step.writes, context.notice);
         return writeSectors(current(), step.writes);
       case 'resize-swap': {
         await closeGuest(state);

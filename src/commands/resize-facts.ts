@@ -42,6 +42,9 @@ export async function readDiskFacts(image: Image): Promise<DiskFacts> {
       `The image has ${image.snapshots.length} internal snapshot(s), which qemu-img cannot resize around; merge them first (prl_disk_tool merge --hdd ...), then resize.`,
     );
   }
+  if (image.format === 'ploop' && image.deltas.length > 1) {
+    throw new Refused(`The ploop image has ${image.deltas.length - 1} snapshot delta(s); merge them first, then resize.`);
+  }
   const disk = diskFile(image);
   const source = imageSource(disk, image.virtualSizeBytes);
   const table = await readTable(source);

@@ -27,23 +27,30 @@ export function staleOverlays(disk: DiskFile): string[] {
     .map((name) => join(dirname(disk.path), name));
 }
 
-async function commitInto(overlayPath: string, progress: Progress): Promise<void> {
-  progress.step('Committing the changes into the image');
-  // -d: keep the overlay's data (we delete the file), so an interrupted commit can simply be run again.
+/** Copies an overlay's clusters into its base; must be idempotent (an interrupted commit is run again). */
+export type Committer = (overlayPath: string, progress: Progress) => Promise<void>;
+
+/** qcow2 bases: qemu-img commit, with -d (keep the overlay's data; we delete the file) so it can be re-run. */
+export const qemuCommit: Committer = async (overlayPath, progress) => {
   await qemuImg(['commit', '-f', 'qcow2', '-d', '-p', overlayPath], {
     onStdoutLine: (line) => {
       const fraction = parseProgress(line);
       if (fraction !== undefined) progress.update(fraction);
     },
   });
+};
+
+async function commitInto(overlayPath: string, progress: Progress, committer: Committer): Promise<void> {
+  progress.step('Committing the changes into the image');
+  await committer(overlayPath, progress);
   progress.done();
 }
 
 /** Completes a commit a previous run could not finish; returns true when there was one. */
-export async function finishInterruptedCommit(disk: DiskFile, progress: Progress): Promise<boolean> {
+export async function finishInterruptedCommit(disk: DiskFile, progress: Progress, committer: Committer): Promise<boolean> {
   const pending = commitPathFor(disk);
   if (!existsSync(pending)) return false;
-  await commitInto(pending, progress);
+  await commitInto(pending, progress, committer);
   removeIfExists(pending);
   fsyncDirectoryOf(pending);
   return true;
@@ -68,13 +75,14 @@ export class Overlay {
   private constructor(
     readonly path: string,
     private readonly base: DiskFile,
+    private readonly committer: Committer,
   ) {
     this.unregister = onExit(() => this.discard());
   }
 
-  static async begin(base: DiskFile, sizeBytes: number): Promise<Overlay> {
+  static async begin(base: DiskFile, sizeBytes: number, committer: Committer): Promise<Overlay> {
     const path = tempPathBeside(base.path, PURPOSE);
-    const overlay = new Overlay(path, base);
+    const overlay = new Overlay(path, base, committer);
     await qemuImg(['create', '-q', '-f', 'qcow2', '-b', base.path, '-F', base.format, path, String(sizeBytes)]);
     return overlay;
   }
@@ -90,7 +98,7 @@ export class Overlay {
     fsyncDirectoryOf(pending);
     this.committed = true;
     this.unregister();
-    await commitInto(pending, progress);
+    await commitInto(pending, progress, this.committer);
     removeIfExists(pending);
     fsyncDirectoryOf(pending);
   }

@@ -7,7 +7,7 @@ import { readDiskFacts, diskFile } from './resize-facts.js';
 import { measureContent, sizeLimits, type SizeLimits } from './resize-info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan } from './resize-plan.js';
 import { Overlay, checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
-import { type ResizeState, closeGuest, executeResize, launchGuest } from './resize-execute.js';
+import { type ResizeState, closeGuest, committerFor, executeResize, launchGuest } from './resize-execute.js';
 import { describePlan } from '../plan/plan.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { check } from '../formats/qcow2/qemu-img.js';
@@ -44,7 +44,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
   try {
     let image = await loadImage(opened.ref);
     if (!request.dryRun) {
-      if (await finishInterruptedCommit(diskFile(image), context.progress)) {
+      if (await finishInterruptedCommit(diskFile(image), context.progress, committerFor({ image }, context))) {
         context.notice('A previous resize had been interrupted while committing its changes; that commit was completed first.');
         image = await loadImage(opened.ref);
       }
@@ -63,7 +63,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       const needsGuest = facts.content!.fs.measuresInGuest;
       if (needsGuest && !request.dryRun) {
         checkFreeSpace(facts.disk, 64 * MiB + Math.min(facts.sizeBytes - request.sizeBytes, image.hostBytes));
-        state.overlay = await Overlay.begin(facts.disk, facts.sizeBytes);
+        state.overlay = await Overlay.begin(facts.disk, facts.sizeBytes, committerFor(facts, context));
       }
       const drive = state.overlay?.disk ?? facts.disk;
       const measured = await measureContent(facts, () => launchGuest(state, drive, request.dryRun, context));

@@ -1,0 +1,108 @@
+// Writing guest bytes into a ploop image natively: the overlay commit (QEMU cannot commit into a Parallels
+// image: its driver does not support reopening) and the table sectors of a plain resize.
+//
+// Order per new cluster: data written and fsynced, then its BAT entry (ploop1_image.h: a BAT entry never points
+// at unwritten data). Clusters already allocated are overwritten in place; the commit is re-run whole by the next
+// run if it is interrupted, so a half-written cluster is rewritten.
+import { closeSync, openSync, readSync } from 'node:fs';
+import { map } from '../formats/qcow2/qemu-img.js';
+import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
+import { type Delta, clearInUse, clusterHostOffset, markInUse, syncData, usedEndBytes, writeData, writeEntry } from '../formats/ploop/delta.js';
+import { clusterBytes } from '../formats/ploop/header.js';
+import { offsetToEntry } from '../formats/ploop/bat.js';
+import { throwIfCancelled } from '../util/cancel.js';
+import { ToolError } from '../util/errors.js';
+import type { Progress } from '../util/progress.js';
+import type { SectorWrite } from '../partitions/gpt.js';
+
+/** A writer of virtual bytes into the top delta; allocates clusters at the end of the used area. */
+class VirtualWriter {
+  private end: number;
+  private readonly cluster: number;
+
+  constructor(private readonly delta: Delta) {
+    this.cluster = clusterBytes(delta.header);
+    this.end = usedEndBytes(delta);
+  }
+
+  write(virtualOffset: number, data: Buffer): void {
+    let done = 0;
+    while (done < data.length) {
+      const at = virtualOffset + done;
+      const index = Math.floor(at / this.cluster);
+      const within = at % this.cluster;
+      const piece = data.subarray(done, done + Math.min(data.length - done, this.cluster - within));
+      const host = clusterHostOffset(this.delta, index);
+      if (host !== undefined) {
+        writeData(this.delta, piece, host + within);
+      } else if (!piece.every((b) => b === 0)) {
+        // A single-delta image reads unallocated clusters as zeros: the new cluster is zeros plus the piece.
+        const whole = Buffer.alloc(this.cluster);
+        piece.copy(whole, within);
+        const target = this.end;
+        writeData(this.delta, whole, target);
+        syncData(this.delta, `cluster ${index} written at byte ${target}`);
+        writeEntry(this.delta, index, offsetToEntry(this.delta.header, target));
+        this.end += this.cluster;
+      }
+      done += piece.length;
+    }
+  }
+
+  finish(): void {
+    syncData(this.delta, 'data written in place');
+  }
+}
+
+function withPloopWriter(folder: string, notice: (message: string) => void, body: (writer: VirtualWriter) => void): void {
+  const image = openPloopImage(folder, { write: true });
+  try {
+    if (image.pendingRecovery.length > 0) {
+      notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
+      recoverPloopImage(image);
+    }
+    const delta = image.deltas[0]!;
+    markInUse(delta);
+    const writer = new VirtualWriter(delta);
+    body(writer);
+    writer.finish();
+    clearInUse(delta);
+  } finally {
+    closePloopImage(image);
+  }
+}
+
+export function writePloopSectors(folder: string, writes: readonly SectorWrite[], notice: (message: string) => void): void {
+  withPloopWriter(folder, notice, (writer) => {
+    for (const write of writes) writer.write(write.offsetBytes, write.bytes);
+  });
+}
+
+/** Copies every cluster the overlay holds (depth 0) into the ploop image. */
+export async function commitOverlayIntoPloop(overlayPath: string, folder: string, progress: Progress, notice: (message: string) => void): Promise<void> {
+  const extents = (await map(overlayPath, 'qcow2', true)).filter((extent) => extent.depth === 0 && (extent.data || extent.zero));
+  const total = extents.reduce((sum, extent) => sum + extent.length, 0);
+  const chunk = 4 * 1024 * 1024;
+  const fd = openSync(overlayPath, 'r');
+  try {
+    withPloopWriter(folder, notice, (writer) => {
+      let done = 0;
+      for (const extent of extents) {
+        for (let at = 0; at < extent.length; at += chunk) {
+          throwIfCancelled();
+          const length = Math.min(chunk, extent.length - at);
+          const buffer = Buffer.alloc(length);
+          if (extent.data) {
+            if (extent.offset === undefined) throw new ToolError('tool-failed', `The overlay "${overlayPath}" holds data qemu-img cannot place (compressed?); nothing was committed past byte ${extent.start}.`);
+            readSync(fd, buffer, 0, length, extent.offset + at);
+          }
+          writer.write(extent.start + at, buffer);
+          done += length;
+          progress.update(total > 0 ? done / total : 1);
+        }
+      }
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
