@@ -39,13 +39,9 @@ async function main(argv: readonly string[]): Promise<number> {
     json = request.json;
     setVerbose(request.verbose);
     if (json) setLogSink((line) => writeErr(JSON.stringify({ event: 'log', message: line }) + '\n'));
-    const notices: string[] = [];
     const report: Report = await runRequest(request, {
       progress: createProgress(chooseProgressStyle(json)),
-      notice: (message) => {
-        notices.push(message);
-        if (!json) writeErr(`${message}\n`);
-      },
+      notice: (message) => writeErr(json ? JSON.stringify({ event: 'notice', message }) + '\n' : `${message}\n`),
     });
     await runExitActions((message) => writeErr(`${message}\n`));
     process.stdout.write(json ? renderJson(report) + '\n' : renderText(report, request.kind === 'resize-info' ? request.units : 'M'));

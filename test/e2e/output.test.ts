@@ -1,0 +1,114 @@
+// Output contracts: --json of every command against docs/json-schema.json, NDJSON events, progress on a
+// terminal and in pipes, -v logging, and the man page.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
+import { buildImage, type BuiltImage } from '../factory/index.js';
+import { cliPath, runCli } from '../helpers/cli.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const schema = JSON.parse(readFileSync(join(root, 'docs', 'json-schema.json'), 'utf8')) as object;
+const ajv = new Ajv({ allErrors: true });
+ajv.addSchema(schema, 'prl');
+const validator = (definition: string) => ajv.getSchema(`prl#/definitions/${definition}`)!;
+
+function expectValid(definition: string, value: unknown): void {
+  const validate = validator(definition);
+  const ok = validate(value);
+  expect(ok, `${definition}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(value)}`).toBe(true);
+}
+
+function expectEvents(stderr: string): unknown[] {
+  const events = stderr.split('\n').filter(Boolean).map((line) => JSON.parse(line) as unknown);
+  for (const event of events) expectValid('event', event);
+  return events;
+}
+
+let dir: string;
+let vm: BuiltImage;
+let ct: BuiltImage;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'prl-output-'));
+  vm = await buildImage({ format: 'qcow2', table: 'gpt', content: 'ext4', dir, name: 'vm', sizeMiB: 512, filesMiB: 16, deletedMiB: 16 });
+  ct = await buildImage({ format: 'ploop', table: 'none', content: 'ext4', dir, name: 'ct', sizeMiB: 512, filesMiB: 16, deletedMiB: 16 });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('--json', () => {
+  it('every command prints one object that matches the documented schema, and NDJSON events on stderr', async () => {
+    const cases: [string[], string][] = [
+      [['resize', '--hdd', vm.hdd, '--info', '--json'], 'resizeInfo'],
+      [['compact', '--hdd', ct.hdd, '--info', '--json'], 'compactInfo'],
+      [['resize', '--hdd', vm.hdd, '--size', '768M', '--resize_partition', '--json'], 'change'],
+      [['compact', '--hdd', vm.hdd, '--json', '-n'], 'change'],
+      [['merge', '--hdd', vm.hdd, '--json'], 'change'],
+      [['convert', '--hdd', vm.hdd, '--plain', '--json'], 'change'],
+      [['convert', '--hdd', ct.hdd, '--plain', '--json', '-n'], 'change'],
+      [['resize', '--hdd', join(dir, 'nothing.qcow2'), '--info', '--json'], 'error'],
+    ];
+    for (const [args, definition] of cases) {
+      const result = await runCli(args);
+      expect(result.code, `${args.join(' ')}\n${result.stderr}`).toBe(definition === 'error' ? 3 : 0);
+      const lines = result.stdout.split('\n').filter(Boolean);
+      expect(lines).toHaveLength(1);
+      expectValid(definition, JSON.parse(lines[0]!));
+      if (definition === 'error') expect(result.stderr).toMatch(/^Invalid disk path ".*nothing.qcow2": no such file/);
+      else expectEvents(result.stderr);
+    }
+    const grown = JSON.parse((await runCli(['resize', '--hdd', vm.hdd, '--info', '--json'])).stdout) as { size: number };
+    expect(grown.size).toBe(768 * 2 ** 20);
+  });
+});
+
+describe('progress', () => {
+  let big: string;
+  beforeAll(() => {
+    big = join(dir, 'big.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', big, '2G']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1536M', big], { stdio: 'ignore' });
+  });
+
+  it('advances on a terminal (script(1) gives the tool a pseudo-terminal)', () => {
+    const command = `${process.execPath} ${cliPath()} convert --hdd ${big} --plain`;
+    const result = spawnSync('script', ['-qfec', command, '/dev/null'], { encoding: 'utf8' });
+    expect(result.status, result.stdout).toBe(0);
+    const percents = [...result.stdout.matchAll(/\] (\d+) %/g)].map((match) => Number(match[1]));
+    expect(new Set(percents).size).toBeGreaterThanOrEqual(3);
+    expect(percents.at(-1)).toBe(100);
+    expect([...percents].sort((a, b) => a - b)).toEqual(percents);
+  });
+
+  it('prints "NN %" lines when stderr is not a terminal, and NDJSON progress under --json', async () => {
+    const plain = await runCli(['convert', '--hdd', big, '--expanding']);
+    expect(plain.code).toBe(0);
+    const lines = plain.stderr.split('\n').filter((line) => /^\d+ %$/.test(line)).map((line) => parseInt(line, 10));
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    expect(lines.at(-1)).toBe(100);
+
+    const json = await runCli(['convert', '--hdd', big, '--plain', '--json']);
+    expect(json.code).toBe(0);
+    const progress = expectEvents(json.stderr).filter((event) => (event as { event: string }).event === 'progress');
+    expect(progress.length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('-v and the man page', () => {
+  it('-v prints every external command with its duration and every plan step', async () => {
+    const result = await runCli(['convert', '--hdd', vm.hdd, '--expanding', '-v']);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/^\+ qemu-img info .* \(\d+\.\d\d s, exit 0\)$/m);
+    expect(result.stderr).toMatch(/^\+ qemu-img convert .* \(\d+\.\d\d s, exit 0\)$/m);
+    expect(result.stderr).toMatch(/^step 1\/\d+: /m);
+  });
+
+  it('man -l renders the man page', () => {
+    const text = execFileSync('man', ['-l', join(root, 'man', 'prl_disk_tool.8')], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80', MAN_KEEP_FORMATTING: '' } });
+    expect(text).toMatch(/PRL_DISK_TOOL\(8\)/);
+    for (const section of ['SYNOPSIS', 'OPERATIONS', 'EXIT STATUS', 'LOCKING']) expect(text).toContain(section);
+  });
+});
