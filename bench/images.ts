@@ -75,7 +75,7 @@ export async function buildChain(base: BuiltImage, scale: Scale, dir: string): P
   await tool('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', top]);
   await tool(
     'guestfish',
-    ['--rw', '-a', top, '--format=qcow2', 'run', ':', 'mount', '/dev/sda2', '/', ':', 'fill-pattern', 'prl-bench-overlay', String(scale.overlayMiB * 1024 * 1024), '/overlay.bin', ':', 'umount-all'],
+    ['--rw', '--format=qcow2', '-a', top, 'run', ':', 'mount', '/dev/sda2', '/', ':', 'fill-pattern', 'prl-bench-overlay', String(scale.overlayMiB * 1024 * 1024), '/overlay.bin', ':', 'umount-all'],
     { timeoutMs: 60 * 60_000 },
   );
   return { dir, top };

@@ -90,9 +90,10 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
     if (op === 'resize-info' || op === 'compact-info') {
       const baseDir = join(base.hdd, '..');
       const o = await run([ours(op === 'resize-info' ? 'resize' : 'compact', '--info', '--hdd', base.hdd)], [baseDir]);
+      // guestfish's --format applies to the -a options after it: `-a IMG --format=qcow2` would open a qcow2 as raw.
       const peerCmd: Cmd =
         op === 'resize-info'
-          ? { argv: ['guestfish', '--ro', '-a', base.dataFile, `--format=${fmt}`, 'run', ':', 'vfs-minimum-size', '/dev/sda2'] }
+          ? { argv: ['guestfish', '--ro', `--format=${fmt}`, '-a', base.dataFile, 'run', ':', 'vfs-minimum-size', '/dev/sda2'] }
           : { argv: ['virt-df', `--format=${fmt}`, '-a', base.dataFile] };
       const p = await run([peerCmd], [baseDir]);
       record(op, op === 'resize-info' ? 'guestfish vfs-minimum-size' : 'virt-df', o, p);
@@ -139,7 +140,7 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
           : ['e2fsck-f', '/dev/sda2', ':', 'resize2fs-size', '/dev/sda2', String(fsBytes)];
       const p = await run(
         [
-          { argv: ['guestfish', '--rw', '-a', y.dataFile, `--format=${fmt}`, 'run', ':', ...shrinkFs] },
+          { argv: ['guestfish', '--rw', `--format=${fmt}`, '-a', y.dataFile, 'run', ':', ...shrinkFs] },
           { argv: ['qemu-img', 'create', '-q', '-f', fmt, out, `${ctx.scale.shrinkMiB}M`] },
           { argv: ['virt-resize', '--shrink', '/dev/sda2', '--format', fmt, '--output-format', fmt, y.dataFile, out] },
         ],
