@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 work="${DEMO_DIR:-$(mktemp -d /var/tmp/prl-disk-tool-demo.XXXXXX)}"
-node dist/test/factory/demo-image.js "$work"
+node dist/test/demo-image.js "$work"
 disk="$work/demo/disk.qcow2"
 tool="node dist/src/cli/main.js"
 echo "== prl_disk_tool resize --hdd $disk --info"
