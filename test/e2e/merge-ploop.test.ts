@@ -1,0 +1,208 @@
+// merge on ploop delta chains built with qemu-img/qemu-io (format parallels) and a hand-written DiskDescriptor.xml.
+// Oracle, independent of src/: the chain's content is composed from QEMU's reading of every delta (qemu-img map for
+// which clusters a delta holds, qemu-img convert for their bytes), then compared with qemu-img compare.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const CLI = join(process.cwd(), 'dist/src/cli/main.js');
+const MiB = 1024 * 1024;
+const TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
+const ROOT_GUID = '{00000000-0000-0000-0000-000000000000}';
+const root = mkdtempSync(join(tmpdir(), 'prl-merge-ploop-e2e-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let counter = 0;
+function freshDir(): string {
+  const dir = join(root, `case${++counter}`);
+  execFileSync('mkdir', ['-p', dir]);
+  return dir;
+}
+function qemuIo(file: string, ...commands: string[]): void {
+  execFileSync('qemu-io', ['-f', 'parallels', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
+}
+function sums(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
+  return out;
+}
+function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
+  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8' });
+  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+  if (args.includes('--json') && result.status === 0) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+  return out;
+}
+
+interface Chain {
+  dir: string;
+  /** Top first, absolute. */
+  files: string[];
+  guids: string[];
+}
+
+function descriptor(sizeMiB: number, files: string[], guids: string[], extraShot = ''): string {
+  const sectors = sizeMiB * 2048;
+  const names = files.map((f) => f.split('/').pop()!);
+  const images = names.map((f, i) => `      <Image>\n        <GUID>${guids[i]}</GUID>\n        <Type>Compressed</Type>\n        <File>${f}</File>\n      </Image>`).join('\n');
+  const shots = guids.map((g, i) => `    <Shot>\n      <GUID>${g}</GUID>\n      <ParentGUID>${guids[i + 1] ?? ROOT_GUID}</ParentGUID>\n    </Shot>`).join('\n');
+  return `<?xml version="1.0"?>
+<Parallels_disk_image Version="1.0">
+  <Disk_Parameters>
+    <Disk_size>${sectors}</Disk_size>
+    <Cylinders>${sectors / 512}</Cylinders>
+    <Heads>16</Heads>
+    <Sectors>32</Sectors>
+    <Padding>0</Padding>
+  </Disk_Parameters>
+  <StorageData>
+    <Storage>
+      <Start>0</Start>
+      <End>${sectors}</End>
+      <Blocksize>2048</Blocksize>
+${images}
+    </Storage>
+  </StorageData>
+  <Snapshots>
+    <TopGUID>${TOP_GUID}</TopGUID>
+${shots}${extraShot}
+  </Snapshots>
+</Parallels_disk_image>
+`;
+}
+
+/** n deltas (base root.hds, then root.hds.1 …), each writing its own pattern over part of the one below and beyond it. */
+function buildChain(n: number, sizeMiB = 64, layerData = (i: number) => [`write -P ${0x10 + i} ${i * 3}M 6M`, `write -P ${0xa0 + i} ${sizeMiB - 8 + i}M 1M`]): Chain {
+  const dir = freshDir();
+  const files: string[] = [];
+  const guids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const file = join(dir, i === 0 ? 'root.hds' : `root.hds.${i}`);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', file, `${sizeMiB}M`]);
+    qemuIo(file, ...layerData(i));
+    files.unshift(file);
+    guids.unshift(i === n - 1 ? TOP_GUID : `{${String(i + 1).padStart(8, '0')}-1111-2222-3333-444444444444}`);
+  }
+  writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptor(sizeMiB, files, guids));
+  writeFileSync(join(dir, 'DiskDescriptor.xml.lck'), ''); // ploop's lock file, present on any real image
+  return { dir, files, guids };
+}
+
+/** The chain's content as a raw file, composed from QEMU's reading of every delta (base first, upper deltas over it). */
+function compose(chain: Chain, out: string): void {
+  const fd = openSync(out, 'w');
+  try {
+    for (const file of [...chain.files].reverse()) {
+      const raw = `${out}.layer`;
+      execFileSync('qemu-img', ['convert', '-f', 'parallels', '-O', 'raw', file, raw]);
+      const extents = JSON.parse(execFileSync('qemu-img', ['map', '-f', 'parallels', '--output=json', file], { encoding: 'utf8' })) as { start: number; length: number; present: boolean }[];
+      const layer = openSync(raw, 'r');
+      const buf = Buffer.alloc(MiB);
+      for (const extent of extents.filter((e) => e.present)) {
+        for (let at = extent.start; at < extent.start + extent.length; at += MiB) {
+          const n = readSync(layer, buf, 0, Math.min(MiB, extent.start + extent.length - at), at);
+          writeSync(fd, buf, 0, n, at);
+        }
+      }
+      ftruncateSync(fd, Math.max(Number(execFileSync('stat', ['-c', '%s', raw], { encoding: 'utf8' })), 0));
+      closeSync(layer);
+      rmSync(raw);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sameContent(raw: string, delta: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-U', '-f', 'raw', '-F', 'parallels', raw, delta]).status === 0;
+}
+
+function expectMerged(chain: Chain, reference: string): void {
+  const base = chain.files[chain.files.length - 1]!;
+  expect(sameContent(reference, base)).toBe(true);
+  expect(spawnSync('qemu-img', ['check', '-f', 'parallels', base]).status).toBe(0);
+  const xml = readFileSync(join(chain.dir, 'DiskDescriptor.xml'), 'utf8');
+  expect(xml.match(/<Image>/g)).toHaveLength(1);
+  expect(xml.match(/<Shot>/g)).toHaveLength(1);
+  expect(xml).toMatch(new RegExp(`<GUID>${TOP_GUID}</GUID>\\s*<Type>Compressed</Type>\\s*<File>root.hds</File>`));
+  expect(readdirSync(chain.dir).filter((n) => n.startsWith('root.hds'))).toEqual(['root.hds']);
+}
+
+describe('merge on ploop', () => {
+  it.each([1, 2, 4])('folds a chain of %i delta(s) into the base with the content the chain showed', (n) => {
+    const chain = buildChain(n);
+    const reference = join(root, `ref-${counter}.raw`);
+    compose(chain, reference);
+    const result = cli('merge', '--hdd', chain.dir, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.json!.unchanged).toBe(n === 1);
+    expectMerged(chain, reference);
+    if (n > 1) expect(result.json!.hostBytesAfter as number).toBeLessThan(result.json!.hostBytesBefore as number);
+    // --external means the same on ploop (the chain is the snapshots), and there is nothing left to fold.
+    expect(cli('merge', '--external', '--hdd', chain.dir, '--json').json!.unchanged).toBe(true);
+  });
+
+  it('refuses a branched descriptor, deltas of different sizes, a locked image; --dry-run; none changes a byte', () => {
+    const cases: [string, (chain: Chain) => (() => void) | void, number, RegExp][] = [
+      ['branch', (c) => {
+        const xml = descriptor(64, c.files, c.guids, `\n    <Shot>\n      <GUID>{99999999-1111-2222-3333-444444444444}</GUID>\n      <ParentGUID>${c.guids[2]}</ParentGUID>\n    </Shot>`);
+        writeFileSync(join(c.dir, 'DiskDescriptor.xml'), xml);
+      }, 7, /branch/],
+      ['sizes differ', (c) => void execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', c.files[0]!, '128M']), 7, /virtual size/],
+      ['locked', (c) => {
+        const child = spawn('flock', ['-x', join(c.dir, 'DiskDescriptor.xml.lck'), 'sleep', '60'], { stdio: 'ignore' });
+        return () => child.kill('SIGKILL');
+      }, 5, /locked by another process/],
+      ['dry run', () => undefined, 0, /Dry run: nothing was changed[\s\S]*Fold the 2 snapshot delta/],
+    ];
+    for (const [name, prepare, status, message] of cases) {
+      const chain = buildChain(3);
+      const release = prepare(chain);
+      execFileSync('sleep', ['0.3']);
+      const before = sums(chain.dir);
+      const result = cli('merge', '--hdd', chain.dir, ...(name === 'dry run' ? ['-n'] : []));
+      release?.();
+      expect(result.status, `${name}: ${result.stderr}`).toBe(status);
+      expect(result.stdout + result.stderr, name).toMatch(message);
+      expect(sums(chain.dir), name).toEqual(before);
+    }
+  });
+
+  it('kill -9 mid-fold leaves the chain showing the same content; the next run completes the merge', async () => {
+    const chain = buildChain(2, 2048, (i) => (i === 0 ? ['write -P 0x31 0 512M'] : ['write -P 0x32 256M 1G']));
+    const reference = join(root, 'ref-kill.raw');
+    compose(chain, reference);
+    const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
+    const child = spawn('node', [CLI, 'merge', '--hdd', chain.dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let killedAt = -1;
+    let buffer = '';
+    await new Promise<void>((resolve) => {
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        buffer += chunk;
+        const lines = buffer.split('\n');
+        buffer = lines.pop() ?? '';
+        for (const line of lines) {
+          const event = JSON.parse(line) as { event: string; percent?: number };
+          if (event.event === 'progress' && (event.percent ?? 0) >= 20 && killedAt < 0) {
+            killedAt = event.percent!;
+            child.kill('SIGKILL');
+          }
+        }
+      });
+      child.on('close', () => resolve());
+    });
+    expect(killedAt).toBeGreaterThanOrEqual(20);
+    expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
+    expect(existsSync(chain.files[0]!)).toBe(true);
+    const after = join(root, 'after-kill.raw');
+    compose(chain, after);
+    expect(spawnSync('cmp', ['-s', reference, after]).status).toBe(0);
+    rmSync(after);
+    // The base may hold clusters written but not yet in its BAT: a leak, never a corruption.
+    expect([0, 3]).toContain(spawnSync('qemu-img', ['check', '-f', 'parallels', chain.files[1]!]).status);
+    const rerun = cli('merge', '--hdd', chain.dir);
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expectMerged(chain, reference);
+  });
+});
