@@ -1,6 +1,6 @@
 // NTFS: boot sector at 0 (total sectors at 0x28), measured and resized by ntfsresize. A dirty volume (Windows
 // did not shut down cleanly) cannot be measured exactly: used space is the fallback, with the CHKDSK advice.
-import { mountReadOnly, ntfsresize, statvfs, unmountAll, vfsMinimumSize } from '../guest/filesystems.js';
+import { mountReadOnly, ntfsClearDirty, ntfsresize, statvfs, unmountAll, vfsMinimumSize } from '../guest/filesystems.js';
 import { MiB } from '../util/units.js';
 import type { Filesystem, FsProbe } from './types.js';
 
@@ -38,10 +38,14 @@ export const ntfs: Filesystem = {
       }
     }
   },
+  // ntfsresize checks the volume before it moves anything and marks it for CHKDSK afterwards as a precaution;
+  // the mark is cleared so that the next measure (and the next resize) can run (see docs/resize.md).
   async grow({ guest, device }) {
     await ntfsresize(guest, device);
+    await ntfsClearDirty(guest, device);
   },
   async shrink({ guest, device }, sizeBytes) {
     await ntfsresize(guest, device, sizeBytes);
+    await ntfsClearDirty(guest, device);
   },
 };

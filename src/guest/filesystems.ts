@@ -108,3 +108,12 @@ export async function ntfsWritable(guest: GuestSession, device: string): Promise
   const probe = await guest.attempt('ntfs-3g-probe', true, device);
   return probe.ok && probe.out.trim() === '0';
 }
+
+/**
+ * Clears the NTFS volume dirty flag that ntfsresize sets as a precaution (ntfsfix -d). libguestfs has no call for
+ * it, so it runs through `debug sh`; the device path is ours and checked, never user text.
+ */
+export async function ntfsClearDirty(guest: GuestSession, device: string): Promise<void> {
+  if (!/^\/dev\/sd[a-z][0-9]*$/.test(device)) throw new Error(`internal: unexpected device ${device}`);
+  await guest.call('debug', 'sh', `ntfsfix -d ${device}`);
+}
