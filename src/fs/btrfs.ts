@@ -14,9 +14,9 @@ export function probeBtrfs(head: Buffer): FsProbe | undefined {
   return { type: 'btrfs', sizeBytes: Number(head.readBigUInt64LE(SB + DEV_TOTAL_BYTES)) };
 }
 
-/** min-dev-size is where btrfs' own shrink stops being possible; leave chunk-sized room for relocation. */
+/** min-dev-size is where btrfs' own shrink stops being possible; leave some room for chunk relocation. */
 export function btrfsMargin(minimumBytes: number): number {
-  return Math.max(256 * MiB, Math.ceil(minimumBytes * 0.05));
+  return Math.max(32 * MiB, Math.ceil(minimumBytes * 0.02));
 }
 
 export const btrfs: Filesystem = {
@@ -28,7 +28,8 @@ export const btrfs: Filesystem = {
   async measure({ guest, device }, probe) {
     await mountReadOnly(guest, device, '/');
     try {
-      const minimum = await vfsMinimumSize(guest, '/');
+      // libguestfs wants the device, and the device mounted (it runs min-dev-size on the mountpoint).
+      const minimum = await vfsMinimumSize(guest, device);
       return { minimumBytes: Math.min(probe.sizeBytes, minimum + btrfsMargin(minimum)), warnings: [] };
     } finally {
       await unmountAll(guest);
