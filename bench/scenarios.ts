@@ -86,6 +86,21 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
   };
 
   for (const op of ops) {
+    try {
+      await runOne(op);
+    } catch (error) {
+      // A set-up failure (copy, chain) is recorded on both sides, never hidden, and the run goes on.
+      const why = `set-up failed: ${(error as Error).message}`;
+      ctx.log(`  ${op}: ${why}`);
+      record(op, 'n/a', skipped(why), skipped(why));
+    }
+    await clean();
+  }
+  return results;
+
+  async function runOne(op: Operation): Promise<void> {
+    // convert-expanding is measured with convert-plain, on its output; merge --external needs a qcow2 chain.
+    if (op === 'convert-expanding' || (op === 'merge-external' && base.format !== 'qcow2')) return;
     ctx.log(`${image}: ${op}`);
     if (op === 'resize-info' || op === 'compact-info') {
       const baseDir = join(base.hdd, '..');
@@ -97,9 +112,8 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
           : { argv: ['virt-df', `--format=${fmt}`, '-a', base.dataFile] };
       const p = await run([peerCmd], [baseDir]);
       record(op, op === 'resize-info' ? 'guestfish vfs-minimum-size' : 'virt-df', o, p);
-      continue;
+      return;
     }
-    if (op === 'merge-external' && base.format !== 'qcow2') continue;
     if (op === 'merge-external') {
       const chainDir = join(work, 'chain');
       await buildChain(base, ctx.scale, chainDir);
@@ -109,10 +123,8 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
       const p = await run([{ argv: ['qemu-img', 'commit', '-f', 'qcow2', '-t', 'writeback', y.top] }], [b]);
       record(op, 'qemu-img commit', o, p, `overlay holds ${ctx.scale.overlayMiB} MiB of new data`);
       await rm(chainDir, { recursive: true, force: true });
-      await clean();
-      continue;
+      return;
     }
-    if (op === 'convert-expanding') continue; // measured together with convert-plain, on its output
     const x = await copyBase(base, a);
     const y = await copyBase(base, b);
     const out = join(b, 'out.img');
@@ -162,7 +174,5 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
         record('convert-expanding', 'qemu-img convert', o2, p2, 'on the plain result of the previous row');
       }
     }
-    await clean();
   }
-  return results;
 }
