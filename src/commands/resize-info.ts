@@ -8,6 +8,7 @@ import { loadImage, guestDrive } from '../formats/image.js';
 import { GuestSession } from '../guest/session.js';
 import { minimumKeepingLayout, minimumResizingLast } from '../partitions/layout.js';
 import type { Measured } from '../fs/types.js';
+import { NotSupported } from '../util/errors.js';
 
 export const UNSUPPORTED_WARNING =
   'The last partition holds no filesystem that prl_disk_tool can shrink; Minimum is the size without resizing the last partition.';
@@ -29,7 +30,13 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
     return { minimumBytes: content.probe.sizeBytes, warnings: [] };
   }
   const session = content.fs.measuresInGuest ? await guest() : undefined;
-  return content.fs.measure({ guest: session as GuestSession, device: facts.guestDevice }, content.probe);
+  try {
+    return await content.fs.measure({ guest: session as GuestSession, device: facts.guestDevice }, content.probe);
+  } catch (error) {
+    // Content we recognise but cannot resize (an LV with several segments, an unsupported filesystem in an LV).
+    if (error instanceof NotSupported) return { unsupported: error.message };
+    throw error;
+  }
 }
 
 export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported: string }): SizeLimits {

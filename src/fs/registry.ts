@@ -2,12 +2,19 @@
 import { NotSupported } from '../util/errors.js';
 import { btrfs } from './btrfs.js';
 import { ext2, ext3, ext4 } from './ext.js';
-import { lvm } from './lvm.js';
+import { makeLvm } from './lvm.js';
 import { ntfs } from './ntfs.js';
 import { swap } from './swap.js';
 import { xfs } from './xfs.js';
 import type { Filesystem, FsProbe, FsType } from './types.js';
 
+/** What an LVM PV's last LV may hold. */
+const IN_LV: Record<string, Filesystem> = { ext2, ext3, ext4, ntfs, btrfs, xfs };
+const lvm = makeLvm((type) => {
+  const fs = IN_LV[type];
+  if (!fs) throw new NotSupported(`The last logical volume holds ${type}, which prl_disk_tool cannot resize.`);
+  return fs;
+});
 const BY_TYPE: Record<FsType, Filesystem> = { ext2, ext3, ext4, ntfs, btrfs, xfs, swap, lvm };
 
 /** Probing order: signatures that can coexist with stale ones of others come first (LVM, swap, then filesystems). */

@@ -64,3 +64,53 @@ export async function lvcreateFree(guest: GuestSession, name: string, vg: string
 export async function lvremove(guest: GuestSession, path: string): Promise<void> {
   await guest.call('lvremove', path);
 }
+
+export interface LvSegment {
+  lvName: string;
+  vgName: string;
+  lvPath: string;
+  /** First physical extent on the PV, and the segment's length in extents. */
+  pvStartExtent: number;
+  extents: number;
+  /** "/dev/sda2(0)" form: the PV holding the segment. */
+  pvDevice: string;
+}
+
+export interface PvLayout {
+  device: string;
+  peStartBytes: number;
+  extentBytes: number;
+  extentCount: number;
+}
+
+/** Runs an LVM report in the appliance with JSON output (libguestfs has no call for segments; `debug sh` runs it). */
+async function lvmJson(guest: GuestSession, command: string): Promise<Record<string, string>[]> {
+  const out = await guest.call('debug', 'sh', `lvm ${command} --reportformat json --units b --nosuffix 2>/dev/null`);
+  const parsed = JSON.parse(out) as { report: Record<string, Record<string, string>[]>[] };
+  const first = parsed.report[0] ?? {};
+  return Object.values(first)[0] ?? [];
+}
+
+export async function pvLayout(guest: GuestSession, device: string): Promise<PvLayout> {
+  const rows = await lvmJson(guest, 'pvs -o pv_name,pe_start,vg_extent_size,pv_pe_count');
+  const row = rows.find((r) => r.pv_name === device);
+  if (!row) throw new Error(`LVM reports no physical volume on ${device}`);
+  return { device, peStartBytes: Number(row.pe_start), extentBytes: Number(row.vg_extent_size), extentCount: Number(row.pv_pe_count) };
+}
+
+export async function lvSegments(guest: GuestSession): Promise<LvSegment[]> {
+  const rows = await lvmJson(guest, 'lvs --segments -o lv_name,vg_name,lv_path,seg_pe_ranges');
+  return rows.flatMap((row) => {
+    // seg_pe_ranges: "/dev/sda2:0-1" (inclusive extent range on the PV).
+    const match = /^(.*):(\d+)-(\d+)$/.exec((row.seg_pe_ranges ?? '').trim());
+    if (!match) return [];
+    return [{
+      lvName: row.lv_name ?? '',
+      vgName: row.vg_name ?? '',
+      lvPath: row.lv_path ?? '',
+      pvDevice: match[1]!,
+      pvStartExtent: Number(match[2]),
+      extents: Number(match[3]) - Number(match[2]) + 1,
+    }];
+  });
+}
