@@ -25,6 +25,8 @@ export class GuestError extends ToolError {
 }
 
 const DEFAULT_KVM_TIMEOUT_MS = 20_000;
+/** A clean shutdown syncs the appliance's disks; past this it is killed (its writes went to an overlay or are flushed). */
+const SHUTDOWN_GRACE_MS = 60_000;
 
 /** Quotes one argument for guestfish's line parser (double quotes, backslash escapes). */
 export function quoteGuestfishArg(arg: string): string {
@@ -90,11 +92,17 @@ class Guestfish {
     });
   }
 
-  async quit(): Promise<void> {
+  /** Ends guestfish (and with it the appliance); killed if it has not gone within `graceMs`. */
+  async quit(graceMs: number): Promise<void> {
     if (this.exited) return;
     const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    const timer = setTimeout(() => killGroup(this.child), graceMs);
+    try {
+      await this.send('shutdown');
+    } catch {
+      // Already gone, or killed by the timer.
+    }
     this.child.stdin!.end('exit\n');
-    const timer = setTimeout(() => killGroup(this.child), 60_000);
     await gone;
     clearTimeout(timer);
   }
@@ -213,11 +221,6 @@ export class GuestSession {
       this.fish.kill();
       return;
     }
-    try {
-      await this.fish.send('shutdown');
-    } catch {
-      // Already gone.
-    }
-    await this.fish.quit();
+    await this.fish.quit(SHUTDOWN_GRACE_MS);
   }
 }
