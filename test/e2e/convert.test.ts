@@ -42,10 +42,16 @@ function sums(dir: string): Record<string, string> {
   for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
   return out;
 }
-function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
-  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8' });
-  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
-  if (args.includes('--json')) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
+async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
+  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  const out = { status, stdout, stderr };
+  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
   return out;
 }
 
@@ -86,14 +92,14 @@ function buildImage(dir: string, options = ''): string {
 }
 
 describe('convert on qcow2', () => {
-  it('--plain then --expanding: allocation within bounds, content identical, options, mode kept, repeat is a no-op', () => {
+  it('--plain then --expanding: allocation within bounds, content identical, options, mode kept, repeat is a no-op', async () => {
     const dir = freshDir();
     const file = buildImage(dir, 'cluster_size=131072');
     chmodSync(file, 0o640);
     qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', file, join(dir, 'flat.ref'));
     const virtual = 1024 * MiB;
 
-    const plain = cli('convert', '--plain', '--hdd', file, '--json');
+    const plain = await cli('convert', '--plain', '--hdd', file, '--json');
     expect(plain.status, plain.stderr).toBe(0);
     expect(allocated(file)).toBeGreaterThanOrEqual(virtual);
     const metadataBytes = JSON.parse(qemuImg('measure', '--output=json', '-O', 'qcow2', '-o', 'cluster_size=131072', '--size', '1G')).required as number;
@@ -105,12 +111,12 @@ describe('convert on qcow2', () => {
     checkClean(file);
 
     const before = sums(dir);
-    const again = cli('convert', '--plain', '--hdd', file, '--json');
+    const again = await cli('convert', '--plain', '--hdd', file, '--json');
     expect(again.status).toBe(0);
     expect(again.json!.unchanged).toBe(true);
     expect(sums(dir)).toEqual(before);
 
-    const expanding = cli('convert', '--expanding', '--hdd', file, '--json');
+    const expanding = await cli('convert', '--expanding', '--hdd', file, '--json');
     expect(expanding.status, expanding.stderr).toBe(0);
     const dataBytes = 188 * MiB; // 192 MiB written, 4 MiB of it zeroed again
     expect(allocated(file)).toBeGreaterThanOrEqual(dataBytes);
@@ -145,7 +151,7 @@ describe('convert on qcow2', () => {
       const release = prepare(file, dir);
       await new Promise((r) => setTimeout(r, 300));
       const before = sums(dir);
-      const result = cli('convert', '--plain', '--hdd', file, ...(name === 'dry run' ? ['-n'] : []));
+      const result = await cli('convert', '--plain', '--hdd', file, ...(name === 'dry run' ? ['-n'] : []));
       release?.();
       expect(result.status, `${name}: ${result.stderr}`).toBe(status);
       expect(result.stdout + result.stderr, name).toMatch(message);
@@ -168,7 +174,7 @@ describe('convert on qcow2', () => {
     expect(after['vm.qcow2']).toBe(before['vm.qcow2']);
     checkClean(file);
 
-    const rerun = cli('convert', '--plain', '--hdd', file);
+    const rerun = await cli('convert', '--plain', '--hdd', file);
     expect(rerun.status, rerun.stderr).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(['flat.ref', 'vm.qcow2']);
     expect(identical(join(dir, 'flat.ref'), file)).toBe(true);

@@ -5,7 +5,11 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { execFile } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
 
 const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
@@ -28,10 +32,16 @@ function sums(dir: string): Record<string, string> {
   for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
   return out;
 }
-function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
-  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8' });
-  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
-  if (args.includes('--json') && result.status === 0) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
+async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
+  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  const out = { status, stdout, stderr };
+  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
   return out;
 }
 
@@ -90,12 +100,12 @@ function buildChain(n: number, sizeMiB = 64, layerData = (i: number) => [`write 
 }
 
 /** The chain's content as a raw file, composed from QEMU's reading of every delta (base first, upper deltas over it). */
-function compose(chain: Chain, out: string): void {
+async function compose(chain: Chain, out: string): Promise<void> {
   const fd = openSync(out, 'w');
   try {
     for (const file of [...chain.files].reverse()) {
       const raw = `${out}.layer`;
-      execFileSync('qemu-img', ['convert', '-f', 'parallels', '-O', 'raw', file, raw]);
+      await run('qemu-img', ['convert', '-f', 'parallels', '-O', 'raw', file, raw]);
       const extents = JSON.parse(execFileSync('qemu-img', ['map', '-f', 'parallels', '--output=json', file], { encoding: 'utf8' })) as { start: number; length: number; present: boolean }[];
       const layer = openSync(raw, 'r');
       const buf = Buffer.alloc(MiB);
@@ -130,20 +140,20 @@ function expectMerged(chain: Chain, reference: string): void {
 }
 
 describe('merge on ploop', () => {
-  it.each([1, 2, 4])('folds a chain of %i delta(s) into the base with the content the chain showed', (n) => {
+  it.each([1, 2, 4])('folds a chain of %i delta(s) into the base with the content the chain showed', async (n) => {
     const chain = buildChain(n);
     const reference = join(root, `ref-${counter}.raw`);
-    compose(chain, reference);
-    const result = cli('merge', '--hdd', chain.dir, '--json');
+    await compose(chain, reference);
+    const result = await cli('merge', '--hdd', chain.dir, '--json');
     expect(result.status, result.stderr).toBe(0);
     expect(result.json!.unchanged).toBe(n === 1);
     expectMerged(chain, reference);
     if (n > 1) expect(result.json!.hostBytesAfter as number).toBeLessThan(result.json!.hostBytesBefore as number);
     // --external means the same on ploop (the chain is the snapshots), and there is nothing left to fold.
-    expect(cli('merge', '--external', '--hdd', chain.dir, '--json').json!.unchanged).toBe(true);
+    expect((await cli('merge', '--external', '--hdd', chain.dir, '--json')).json!.unchanged).toBe(true);
   });
 
-  it('refuses a branched descriptor, deltas of different sizes, a locked image; --dry-run; none changes a byte', () => {
+  it('refuses a branched descriptor, deltas of different sizes, a locked image; --dry-run; none changes a byte', async () => {
     const cases: [string, (chain: Chain) => (() => void) | void, number, RegExp][] = [
       ['branch', (c) => {
         const xml = descriptor(64, c.files, c.guids, `\n    <Shot>\n      <GUID>{99999999-1111-2222-3333-444444444444}</GUID>\n      <ParentGUID>${c.guids[2]}</ParentGUID>\n    </Shot>`);
@@ -161,7 +171,7 @@ describe('merge on ploop', () => {
       const release = prepare(chain);
       execFileSync('sleep', ['0.3']);
       const before = sums(chain.dir);
-      const result = cli('merge', '--hdd', chain.dir, ...(name === 'dry run' ? ['-n'] : []));
+      const result = await cli('merge', '--hdd', chain.dir, ...(name === 'dry run' ? ['-n'] : []));
       release?.();
       expect(result.status, `${name}: ${result.stderr}`).toBe(status);
       expect(result.stdout + result.stderr, name).toMatch(message);
@@ -172,7 +182,7 @@ describe('merge on ploop', () => {
   it('kill -9 mid-fold leaves the chain showing the same content; the next run completes the merge', async () => {
     const chain = buildChain(2, 2048, (i) => (i === 0 ? ['write -P 0x31 0 512M'] : ['write -P 0x32 256M 1G']));
     const reference = join(root, 'ref-kill.raw');
-    compose(chain, reference);
+    await compose(chain, reference);
     const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
     const child = spawn('node', [CLI, 'merge', '--hdd', chain.dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let killedAt = -1;
@@ -196,12 +206,12 @@ describe('merge on ploop', () => {
     expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
     expect(existsSync(chain.files[0]!)).toBe(true);
     const after = join(root, 'after-kill.raw');
-    compose(chain, after);
+    await compose(chain, after);
     expect(spawnSync('cmp', ['-s', reference, after]).status).toBe(0);
     rmSync(after);
     // The base may hold clusters written but not yet in its BAT: a leak, never a corruption.
     expect([0, 3]).toContain(spawnSync('qemu-img', ['check', '-f', 'parallels', chain.files[1]!]).status);
-    const rerun = cli('merge', '--hdd', chain.dir);
+    const rerun = await cli('merge', '--hdd', chain.dir);
     expect(rerun.status, rerun.stderr).toBe(0);
     expectMerged(chain, reference);
   });

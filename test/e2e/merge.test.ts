@@ -45,10 +45,16 @@ function sums(dir: string): Record<string, string> {
   return out;
 }
 
-function cli(...args: string[]): { status: number; stdout: string; stderr: string; json?: Record<string, unknown> } {
-  const result = spawnSync('node', [CLI, ...args], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
-  const out = { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
-  if (args.includes('--json')) return { ...out, json: JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
+async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
+  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  const out = { status, stdout, stderr };
+  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
   return out;
 }
 
@@ -102,12 +108,12 @@ async function killAtProgress(args: string[], percent: number): Promise<number> 
 }
 
 describe('merge --external', () => {
-  it.each([1, 2, 4])('folds a chain of %i image(s) into one standalone image with the same content', (n) => {
+  it.each([1, 2, 4])('folds a chain of %i image(s) into one standalone image with the same content', async (n) => {
     const dir = freshDir();
     const files = buildChain(dir, n);
     const top = files[n - 1]!;
     flatten(top, join(dir, 'flat.ref'));
-    const result = cli('merge', '--external', '--hdd', top, '--json');
+    const result = await cli('merge', '--external', '--hdd', top, '--json');
     expect(result.status, result.stderr).toBe(0);
     expect(result.json!.unchanged).toBe(n === 1);
     expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
@@ -118,7 +124,7 @@ describe('merge --external', () => {
     expect(result.json!.chain).toHaveLength(n);
   });
 
-  it('grows a smaller base to the top size and keeps a base larger than the top invisible', () => {
+  it('grows a smaller base to the top size and keeps a base larger than the top invisible', async () => {
     const dir = freshDir();
     const base = join(dir, 'base.qcow2');
     const top = join(dir, 'top.qcow2');
@@ -127,7 +133,7 @@ describe('merge --external', () => {
     qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, top, '64M');
     qemuIo(top, 'write -P 0x42 40M 1M');
     flatten(top, join(dir, 'flat.ref'));
-    expect(cli('merge', '--external', '--hdd', top).status).toBe(0);
+    expect((await cli('merge', '--external', '--hdd', top)).status).toBe(0);
     expect(info(top)['virtual-size']).toBe(64 * 1024 * 1024);
     expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
 
@@ -139,7 +145,7 @@ describe('merge --external', () => {
     qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', bigBase, smallTop, '32M');
     qemuIo(smallTop, 'write -P 0x44 1M 1M');
     flatten(smallTop, join(dir2, 'flat.ref'));
-    expect(cli('merge', '--external', '--hdd', smallTop).status).toBe(0);
+    expect((await cli('merge', '--external', '--hdd', smallTop)).status).toBe(0);
     expect(info(smallTop)['virtual-size']).toBe(32 * 1024 * 1024);
     expect(identical(join(dir2, 'flat.ref'), smallTop)).toBe(true);
   });
@@ -166,7 +172,7 @@ describe('merge --external', () => {
       const before = sums(dir);
       const args = ['merge', '--external', '--hdd', files[2]!];
       if (name === 'dry run') args.push('-n');
-      const result = cli(...args);
+      const result = await cli(...args);
       release?.();
       expect(result.status, `${name}: ${result.stderr}`).toBe(status);
       expect(result.stdout + result.stderr, name).toMatch(message);
@@ -192,7 +198,7 @@ describe('merge --external', () => {
     expect(info(top)['backing-filename']).toBe(mid);
     expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
     checkClean(base);
-    const rerun = cli('merge', '--external', '--hdd', top);
+    const rerun = await cli('merge', '--external', '--hdd', top);
     expect(rerun.status, rerun.stderr).toBe(0);
     expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
     expect(existsSync(base) || existsSync(mid)).toBe(false);
@@ -201,7 +207,7 @@ describe('merge --external', () => {
 });
 
 describe('merge (internal snapshots)', () => {
-  it('deletes every snapshot (names that repeat or look like ids included) and keeps the current state', () => {
+  it('deletes every snapshot (names that repeat or look like ids included) and keeps the current state', async () => {
     const dir = freshDir();
     const file = join(dir, 'vm.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', file, '256M');
@@ -214,7 +220,7 @@ describe('merge (internal snapshots)', () => {
     snapshot(file, '1');
     qemuIo(file, 'write -z 0 16M');
     flatten(file, join(dir, 'flat.ref'));
-    const result = cli('merge', '--hdd', file, '--json');
+    const result = await cli('merge', '--hdd', file, '--json');
     expect(result.status, result.stderr).toBe(0);
     expect(info(file).snapshots).toBeUndefined();
     expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
@@ -223,7 +229,7 @@ describe('merge (internal snapshots)', () => {
     expect(facts.snapshots).toHaveLength(4);
     expect(facts.hostBytesAfter as number).toBeLessThan(facts.hostBytesBefore as number);
     expect(facts.freedBytes).toBe((facts.hostBytesBefore as number) - (facts.hostBytesAfter as number));
-    const again = cli('merge', '--hdd', file, '--json');
+    const again = await cli('merge', '--hdd', file, '--json');
     expect(again.status).toBe(0);
     expect(again.json!.unchanged).toBe(true);
   });
@@ -235,13 +241,13 @@ describe('merge (internal snapshots)', () => {
     qemuIo(file, 'write -P 0x71 0 8M');
     snapshot(file, 's1');
     const before = sums(dir);
-    const dry = cli('merge', '--hdd', file, '-n');
+    const dry = await cli('merge', '--hdd', file, '-n');
     expect(dry.status).toBe(0);
     expect(dry.stdout).toMatch(/Delete the internal snapshot 1 \("s1"\)/);
     expect(sums(dir)).toEqual(before);
     const release = holdOpen(file);
     await new Promise((r) => setTimeout(r, 300));
-    const busy = cli('merge', '--hdd', file);
+    const busy = await cli('merge', '--hdd', file);
     release();
     expect(busy.status).toBe(6);
     expect(sums(dir)).toEqual(before);
