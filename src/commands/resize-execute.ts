@@ -85,7 +85,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       case 'grow-content': {
         const guest = await launchGuest(state, current(), false, context);
         const fs = filesystemFor(step.type);
-        context.progress.step(step.kind === 'grow-content' ? `Growing the ${fs.type} filesystem` : `Shrinking the ${fs.type} filesystem`);
+        context.progress.step(step.kind === 'grow-content' ? `Growing ${fs.noun}` : `Shrinking ${fs.noun}`);
         if (step.kind === 'grow-content') await fs.grow({ guest, device: step.device });
         else await fs.shrink({ guest, device: step.device }, step.toBytes);
         await guest.call('sync');

@@ -4,7 +4,7 @@
 import { NotSupported, Refused } from '../util/errors.js';
 import { alignUp } from '../util/units.js';
 import { vfsType } from '../guest/filesystems.js';
-import { lvSegments, lvresize, lvresizeFree, pvLayout, pvresize, type LvSegment, type PvLayout } from '../guest/lvm.js';
+import { lvSegments, samePartition, lvresize, lvresizeFree, pvLayout, pvresize, type LvSegment, type PvLayout } from '../guest/lvm.js';
 import type { GuestSession } from '../guest/session.js';
 import type { Filesystem, FsProbe } from './types.js';
 
@@ -30,7 +30,7 @@ interface LastVolume {
 async function lastVolume(guest: GuestSession, device: string, lookup: (type: string) => Filesystem): Promise<LastVolume> {
   const pv = await pvLayout(guest, device);
   const all = await lvSegments(guest);
-  const here = all.filter((s) => s.pvDevice === device);
+  const here = all.filter((s) => samePartition(device, s.pvDevice));
   if (here.length === 0) throw new NotSupported(`The LVM physical volume on ${device} holds no logical volume to resize.`);
   const lv = here.reduce((a, b) => (b.pvStartExtent + b.extents > a.pvStartExtent + a.extents ? b : a));
   if (all.filter((s) => s.lvPath === lv.lvPath).length > 1) {

@@ -91,10 +91,20 @@ async function lvmJson(guest: GuestSession, command: string): Promise<Record<str
   return Object.values(first)[0] ?? [];
 }
 
+/**
+ * `debug sh` output carries the appliance's raw device names (the data disk may be /dev/sdb there, while the
+ * API calls it /dev/sda): compare partition suffixes, the appliance having one data disk.
+ */
+export function samePartition(apiDevice: string, rawDevice: string): boolean {
+  const suffix = (name: string): string | undefined => /^\/dev\/(?:[sv]d[a-z]+)([0-9]*)$/.exec(name)?.[1];
+  const a = suffix(apiDevice);
+  return a !== undefined && a === suffix(rawDevice);
+}
+
 export async function pvLayout(guest: GuestSession, device: string): Promise<PvLayout> {
   const rows = await lvmJson(guest, 'pvs -o pv_name,pe_start,vg_extent_size,pv_pe_count');
-  const row = rows.find((r) => r.pv_name === device);
-  if (!row) throw new Error(`LVM reports no physical volume on ${device}`);
+  const row = rows.find((r) => samePartition(device, r.pv_name ?? ''));
+  if (!row) throw new Error(`LVM reports no physical volume on ${device} (it sees ${rows.map((r) => r.pv_name).join(', ') || 'none'})`);
   return { device, peStartBytes: Number(row.pe_start), extentBytes: Number(row.vg_extent_size), extentCount: Number(row.pv_pe_count) };
 }
 

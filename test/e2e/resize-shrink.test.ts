@@ -53,6 +53,19 @@ describe('resize --resize_partition shrinks qcow2 in place to Minimum', () => {
     await verifyResized(built, limits.minimum);
   });
 
+  it('gpt lvm: the PV, its last LV and that ext4 shrink to Minimum, then grow again', async () => {
+    const built = await build('gpt', 'lvm', 25);
+    const limits = await info(built.hdd);
+    expect(limits.minimum).toBeLessThan(limits.minimumKeepLastPartition);
+    const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
+    expect(shrunk.code, shrunk.stderr).toBe(0);
+    await verifyResized(built, limits.minimum);
+    const grown = await resize(built.hdd, '700M', '--resize_partition');
+    expect(grown.code, grown.stderr).toBe(0);
+    const report = await verifyResized(built, 700 * MiB);
+    expect(report.lvSizeBytes!).toBeGreaterThan(600 * MiB);
+  });
+
   it('no table, ext2: the filesystem shrinks with the disk, to Minimum', async () => {
     const built = await build('none', 'ext2', 24);
     const limits = await info(built.hdd);
