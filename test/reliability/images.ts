@@ -1,0 +1,108 @@
+// The small images the reliability suite works on, each built once per test as a pristine copy that every fault
+// case clones: 256 MiB, GPT (MBR where a shrink needs room past the partition), ext4 with 8 MiB of files.
+import { spawnSync } from 'node:child_process';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
+import { descriptorXml } from '../factory/ploop.js';
+
+export const SIZE_MIB = 256;
+
+function sh(cmd: string, args: readonly string[], cwd?: string): void {
+  const result = spawnSync(cmd, args, { encoding: 'utf8', cwd });
+  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
+}
+
+export function standard(format: ImageFormat, dir: string, extra: { preallocated?: boolean; table?: 'gpt' | 'mbr'; seed?: number } = {}): Promise<BuiltImage> {
+  return buildImage({ format, table: extra.table ?? 'gpt', content: 'ext4', dir, name: 'img', sizeMiB: SIZE_MIB, filesMiB: 8, deletedMiB: 8, preallocated: extra.preallocated ?? false, seed: extra.seed ?? 7 });
+}
+
+/**
+ * An MBR image whose disk is 384 MiB while the last partition ends at 256 MiB, so that a plain `resize` can shrink
+ * it. qcow2: qemu-img resize; ploop (which qemu-img cannot resize): re-encoded from a grown raw copy, with the
+ * factory's own descriptor writer.
+ */
+export async function roomAtEnd(format: ImageFormat, dir: string): Promise<BuiltImage> {
+  const image = await standard(format, dir, { table: 'mbr' });
+  if (format === 'qcow2') {
+    sh('qemu-img', ['resize', '-f', 'qcow2', image.dataFile, '384M']);
+    return image;
+  }
+  const raw = join(dir, 'grow.raw');
+  sh('qemu-img', ['convert', '-f', 'parallels', '-O', 'raw', image.dataFile, raw]);
+  sh('truncate', ['-s', '384M', raw]);
+  sh('qemu-img', ['convert', '-f', 'raw', '-O', 'parallels', '-o', 'cluster_size=1M', raw, `${image.dataFile}.new`]);
+  renameSync(`${image.dataFile}.new`, image.dataFile);
+  rmSync(raw);
+  writeFileSync(join(dirname(image.dataFile), 'DiskDescriptor.xml'), descriptorXml((384 * 1024 * 1024) / 512, false));
+  return image;
+}
+
+/** A qcow2 image with three internal snapshots of its current state (merge deletes them). */
+export async function withSnapshots(dir: string): Promise<BuiltImage> {
+  const image = await standard('qcow2', dir);
+  for (const name of ['first', 'second', 'third']) sh('qemu-img', ['snapshot', '-f', 'qcow2', '-c', name, image.dataFile]);
+  return image;
+}
+
+/**
+ * A two-layer qcow2 chain showing the built content through its top (img.qcow2): the base (base.qcow2, named
+ * relatively so the folder can be copied) has 40 MiB from the start of the data partition zeroed, and the top holds
+ * exactly the clusters that differ. merge --external must copy them down.
+ */
+export async function chain(dir: string): Promise<BuiltImage> {
+  const image = await standard('qcow2', dir);
+  const base = join(dir, 'base.qcow2');
+  sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', image.dataFile, base]);
+  sh('qemu-io', ['-f', 'qcow2', '-c', 'write -z 9M 40M', base]);
+  sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', 'img.qcow2', 'top.qcow2'], dir);
+  renameSync(join(dir, 'top.qcow2'), image.dataFile);
+  return image;
+}
+
+interface Info {
+  virtualSizeBytes: number;
+  hostBytes: number;
+  backing?: string;
+  snapshots: number;
+}
+
+export function info(image: BuiltImage): Info {
+  const fmt = image.format === 'qcow2' ? 'qcow2' : 'parallels';
+  const result = spawnSync('qemu-img', ['info', '-U', '-f', fmt, '--output=json', image.dataFile], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`qemu-img info ${image.dataFile}: ${result.stderr}`);
+  const json = JSON.parse(result.stdout) as { 'virtual-size': number; 'actual-size': number; 'backing-filename'?: string; snapshots?: unknown[] };
+  return { virtualSizeBytes: json['virtual-size'], hostBytes: json['actual-size'], backing: json['backing-filename'], snapshots: json.snapshots?.length ?? 0 };
+}
+
+const MiB = 1024 * 1024;
+
+/** Completed-state checks for CellSpec.after. */
+export const completed = {
+  size: (mib: number) => (image: BuiltImage) => {
+    const size = info(image).virtualSizeBytes;
+    return size === mib * MiB ? undefined : `virtual size ${size}, expected ${mib * MiB}`;
+  },
+  /** After --resize_partition the size is the requested one, or (shrink to an odd size) within 1 MiB of it. */
+  near: (mib: number) => (image: BuiltImage) => {
+    const size = info(image).virtualSizeBytes;
+    return Math.abs(size - mib * MiB) < MiB ? undefined : `virtual size ${size}, expected about ${mib * MiB}`;
+  },
+  noSnapshots: (image: BuiltImage) => {
+    const n = info(image).snapshots;
+    return n === 0 ? undefined : `${n} internal snapshot(s) left`;
+  },
+  standalone: (image: BuiltImage) => {
+    const backing = info(image).backing;
+    return backing === undefined ? undefined : `still backed by ${backing}`;
+  },
+  plain: (image: BuiltImage) => {
+    const i = info(image);
+    return i.hostBytes >= i.virtualSizeBytes ? undefined : `occupies ${i.hostBytes} bytes on the host, less than its virtual size ${i.virtualSizeBytes}`;
+  },
+  expanding: (image: BuiltImage) => {
+    const i = info(image);
+    return i.hostBytes < i.virtualSizeBytes / 2 ? undefined : `occupies ${i.hostBytes} bytes on the host, not sparse (virtual ${i.virtualSizeBytes})`;
+  },
+  any: () => undefined,
+};
