@@ -34,10 +34,11 @@ describe('resize without --resize_partition (qcow2)', () => {
     expect(same.code).toBe(0);
     expect(same.json!.unchanged).toBe(true);
 
+    const kept = await imageSums(built);
     const limits = await info(built.hdd);
     expect(limits.size).toBe(384 * MiB);
     expect(limits.minimumKeepLastPartition).toBe(256 * MiB);
-    const kept = await imageSums(built);
+    expect(await imageSums(built)).toEqual(kept);
     const refused = await resize(built.hdd, '255M');
     expect(refused.code).toBe(8);
     expect(refused.stderr).toMatch(/never cuts data\. The smallest size it accepts is 256M; .*--resize_partition/);
@@ -70,6 +71,11 @@ describe('resize without --resize_partition (qcow2)', () => {
 
     const built = await buildImage({ format: 'qcow2', table: 'none', content: 'xfs', dir, sizeMiB: 320, filesMiB: 4, deletedMiB: 0, seed: 33 });
     const sums = await imageSums(built);
+    // xfs cannot shrink: its minimum is its size, read from the superblock without starting the appliance.
+    const started = Date.now();
+    const xfsLimits = await info(built.hdd);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(xfsLimits).toMatchObject({ minimum: 320 * MiB, minimumKeepLastPartition: 320 * MiB });
     const refused = await resize(built.hdd, '300M');
     expect(refused.code).toBe(8);
     expect(refused.stderr).toMatch(/the xfs filesystem spans 320 MiB/);
