@@ -64,7 +64,7 @@ function describeMerge(image: PloopImage, facts: PloopMergeFacts): string[] {
 }
 
 /** Copies every cluster an overlay holds, as the top sees it, into the base (see the header comment). */
-function foldDown(image: PloopImage, base: Delta, context: Context, total: number): void {
+async function foldDown(image: PloopImage, base: Delta, context: Context, total: number): Promise<void> {
   const overlays = image.deltas.slice(0, -1);
   const cluster = image.clusterBytes;
   // v2 BAT entries count clusters from the start of the file; v1 entries count sectors.
@@ -94,7 +94,11 @@ function foldDown(image: PloopImage, base: Delta, context: Context, total: numbe
       pending.push([i, offsetToEntry(base.header, next)]);
       next += cluster;
     }
-    if (++done % BATCH_CLUSTERS === 0) flush();
+    if (++done % BATCH_CLUSTERS === 0) {
+      flush();
+      // Let SIGINT/SIGTERM handlers run; throwIfCancelled above then stops between batches.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     context.progress.update(done / total);
   }
   flush();
@@ -136,7 +140,7 @@ export async function mergePloop(request: MergeRequest, context: Context): Promi
     const writableBase = openDelta(base.path, { write: true });
     try {
       context.progress.step('Folding the snapshot deltas into the base');
-      foldDown(image, writableBase, context, Math.max(1, facts.overlayClusters));
+      await foldDown(image, writableBase, context, Math.max(1, facts.overlayClusters));
       context.progress.done();
     } finally {
       closeDelta(writableBase);

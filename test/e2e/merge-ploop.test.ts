@@ -180,28 +180,11 @@ describe('merge on ploop', () => {
   });
 
   it('kill -9 mid-fold leaves the chain showing the same content; the next run completes the merge', async () => {
-    const chain = buildChain(2, 2048, (i) => (i === 0 ? ['write -P 0x31 0 512M'] : ['write -P 0x32 256M 1G']));
+    const chain = buildChain(2, 1024, (i) => (i === 0 ? ['write -P 0x31 0 256M'] : ['write -P 0x32 128M 512M']));
     const reference = join(root, 'ref-kill.raw');
     await compose(chain, reference);
     const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
-    const child = spawn('node', [CLI, 'merge', '--hdd', chain.dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let killedAt = -1;
-    let buffer = '';
-    await new Promise<void>((resolve) => {
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-        buffer += chunk;
-        const lines = buffer.split('\n');
-        buffer = lines.pop() ?? '';
-        for (const line of lines) {
-          const event = JSON.parse(line) as { event: string; percent?: number };
-          if (event.event === 'progress' && (event.percent ?? 0) >= 20 && killedAt < 0) {
-            killedAt = event.percent!;
-            child.kill('SIGKILL');
-          }
-        }
-      });
-      child.on('close', () => resolve());
-    });
+    const { signalledAt: killedAt } = await signalAtProgress(chain.dir, 20, 'SIGKILL');
     expect(killedAt).toBeGreaterThanOrEqual(20);
     expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
     expect(existsSync(chain.files[0]!)).toBe(true);
@@ -215,4 +198,45 @@ describe('merge on ploop', () => {
     expect(rerun.status, rerun.stderr).toBe(0);
     expectMerged(chain, reference);
   });
+
+  it('SIGINT mid-fold exits 130 and leaves the descriptor and every delta showing the same content', async () => {
+    const chain = buildChain(2, 1024, (i) => (i === 0 ? ['write -P 0x41 0 128M'] : ['write -P 0x42 64M 512M']));
+    const reference = join(root, 'ref-int.raw');
+    await compose(chain, reference);
+    const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
+    const { signalledAt, status } = await signalAtProgress(chain.dir, 20, 'SIGINT');
+    expect(signalledAt).toBeGreaterThanOrEqual(20);
+    expect(status).toBe(130);
+    expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
+    const after = join(root, 'after-int.raw');
+    await compose(chain, after);
+    expect(spawnSync('cmp', ['-s', reference, after]).status).toBe(0);
+  });
 });
+
+/** Runs merge on the folder and sends `signal` once the fold's progress reaches `percent`. */
+async function signalAtProgress(dir: string, percent: number, signal: NodeJS.Signals): Promise<{ signalledAt: number; status: number | null }> {
+  const child = spawn('node', [CLI, 'merge', '--hdd', dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let signalledAt = -1;
+  let buffer = '';
+  return new Promise((resolve) => {
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk;
+      const lines = buffer.split('\n');
+      buffer = lines.pop() ?? '';
+      for (const line of lines) {
+        let event: { event?: string; percent?: number };
+        try {
+          event = JSON.parse(line) as typeof event;
+        } catch {
+          continue; // the interruption message is plain text
+        }
+        if (event.event === 'progress' && (event.percent ?? 0) >= percent && signalledAt < 0) {
+          signalledAt = event.percent!;
+          child.kill(signal);
+        }
+      }
+    });
+    child.on('close', (status) => resolve({ signalledAt, status }));
+  });
+}
