@@ -85,12 +85,12 @@ function buildPloop(sizeMiB: number, commands: string[]): { dir: string; delta: 
   return { dir, delta, reference };
 }
 
-const DATA = ['write -P 0x5a 0 128M', 'write -P 0x3c 512M 64M', 'write -P 0 900M 8M'];
+const DATA = ['write -P 0x5a 0 32M', 'write -P 0x3c 128M 16M', 'write -P 0 200M 8M'];
 
 describe('convert on ploop', () => {
   it('--plain then --expanding: allocation within bounds, content identical, Preallocated follows, repeat is a no-op', async () => {
-    const { dir, delta, reference } = buildPloop(1024, DATA);
-    const virtual = 1024 * MiB;
+    const { dir, delta, reference } = buildPloop(256, DATA);
+    const virtual = 256 * MiB;
     const plain = await cli('convert', '--plain', '--hdd', dir, '--json');
     expect(plain.status, plain.stderr).toBe(0);
     expect(allocated(delta)).toBeGreaterThanOrEqual(virtual);
@@ -108,7 +108,7 @@ describe('convert on ploop', () => {
 
     const expanding = await cli('convert', '--expanding', '--hdd', dir, '--json');
     expect(expanding.status, expanding.stderr).toBe(0);
-    const dataBytes = 192 * MiB; // the 8 MiB of written zero bytes are released too
+    const dataBytes = 48 * MiB; // the 8 MiB of written zero bytes are released too
     expect(allocated(delta)).toBeGreaterThanOrEqual(dataBytes);
     expect(allocated(delta)).toBeLessThanOrEqual(dataBytes * 1.02 + 2 * MiB);
     expect(sameContent(reference, delta)).toBe(true);
@@ -121,8 +121,8 @@ describe('convert on ploop', () => {
   it('refuses snapshot deltas and a locked image; --dry-run; none changes a byte', async () => {
     const cases: [string, (dir: string) => (() => void) | void, number, RegExp][] = [
       ['snapshots', (dir) => {
-        execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', join(dir, 'root.hds.1'), '1024M']);
-        writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptor(1024, [
+        execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', join(dir, 'root.hds.1'), '256M']);
+        writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptor(256, [
           { guid: TOP_GUID, file: 'root.hds.1', parent: BASE_GUID },
           { guid: BASE_GUID, file: 'root.hds', parent: ROOT_GUID },
         ]));
@@ -134,7 +134,7 @@ describe('convert on ploop', () => {
       ['dry run', () => undefined, 0, /Dry run: nothing was changed[\s\S]*Allocate/],
     ];
     for (const [name, prepare, status, message] of cases) {
-      const { dir } = buildPloop(1024, DATA);
+      const { dir } = buildPloop(256, DATA);
       const release = prepare(dir);
       execFileSync('sleep', ['0.3']);
       const before = sums(dir);
@@ -147,7 +147,7 @@ describe('convert on ploop', () => {
   });
 
   it('kill -9 mid-allocation leaves the same content; the next run completes the conversion', async () => {
-    const { dir, delta, reference } = buildPloop(3072, ['write -P 0x71 0 256M', 'write -P 0x72 2048M 64M']);
+    const { dir, delta, reference } = buildPloop(2048, ['write -P 0x71 0 128M', 'write -P 0x72 1536M 64M']);
     const child = spawn('node', [CLI, 'convert', '--plain', '--hdd', dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let killedAt = -1;
     let buffer = '';
@@ -172,7 +172,7 @@ describe('convert on ploop', () => {
     expect(rerun.status, rerun.stderr).toBe(0);
     expect(sameContent(reference, delta)).toBe(true);
     expect(spawnSync('qemu-img', ['check', '-f', 'parallels', delta]).status).toBe(0);
-    expect(allocated(delta)).toBeGreaterThanOrEqual(3072 * MiB);
-    expect(allocated(delta)).toBeLessThanOrEqual(3072 * MiB * 1.01 + MiB);
+    expect(allocated(delta)).toBeGreaterThanOrEqual(2048 * MiB);
+    expect(allocated(delta)).toBeLessThanOrEqual(2048 * MiB * 1.01 + MiB);
   });
 });

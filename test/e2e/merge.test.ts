@@ -185,12 +185,12 @@ describe('merge --external', () => {
     const base = join(dir, 'base.qcow2');
     const mid = join(dir, 'mid.qcow2');
     const top = join(dir, 'top.qcow2');
-    qemuImg('create', '-q', '-f', 'qcow2', base, '3G');
-    qemuIo(base, 'write -P 0x51 0 256M');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '2G');
+    qemuIo(base, 'write -P 0x51 0 128M');
     qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, mid);
-    qemuIo(mid, 'write -P 0x52 128M 1G');
+    qemuIo(mid, 'write -P 0x52 64M 512M');
     qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', mid, top);
-    qemuIo(top, 'write -P 0x53 1G 1G');
+    qemuIo(top, 'write -P 0x53 512M 512M');
     flatten(top, join(dir, 'flat.ref'));
     const killedAt = await killAtProgress(['merge', '--external', '--hdd', top], 20);
     expect(killedAt).toBeGreaterThanOrEqual(20);
