@@ -24,6 +24,8 @@ export interface SizeLimits {
 /** Measures the content: natively when its superblock says enough, otherwise in the given or a new appliance. */
 export async function measureContent(facts: DiskFacts, guest: () => Promise<GuestSession>): Promise<Measured | { unsupported: string }> {
   const content = facts.content;
+  // A blank disk (no table, nothing recognisable) holds nothing to keep: 1 MiB, and no warning.
+  if (!content && facts.table.kind === 'none' && facts.head.every((b) => b === 0)) return { minimumBytes: 0, warnings: [] };
   if (!content) return { unsupported: UNSUPPORTED_WARNING };
   if (content.probe.damaged) return { unsupported: `Cannot estimate the minimum: ${content.probe.damaged}.` };
   if (content.fs.cannotShrink) {
