@@ -6,9 +6,9 @@ import { countBlocks, describeCompactStep, executeCompact, planCompact, type Com
 import { NotSupported } from '../util/errors.js';
 import { MiB } from '../util/units.js';
 import type { Context } from './context.js';
-import { hostAllocatedBytes } from './compact-host.js';
 import { discoverFreeSpace, type TrimSession } from './compact-discover.js';
-import { coveredClusters } from './compact-ranges.js';
+import { coveredClusters, intersect, normalize, totalBytes, type Range } from './compact-ranges.js';
+import { map } from '../formats/qcow2/qemu-img.js';
 
 /** qcow2 clusters stop at 2 MiB; a larger ploop cluster is free when every overlay cluster in it is. */
 const MAX_OVERLAY_CLUSTER_BYTES = 2 * MiB;
@@ -62,12 +62,32 @@ export async function estimatePloop(image: PloopImage, context: Context): Promis
     totalBlocks: counts.totalBlocks,
     allocatedBlocks: counts.allocatedBlocks,
     usedBlocks: counts.allocatedBlocks - plan.releasedClusters,
-    reclaimableBytes: Math.min(plan.releasedClusters * clusterBytes, hostAllocatedBytes(top.path)),
+    reclaimableBytes: hostBytesFreed(plan, clusterBytes, top.fileSizeBytes, await hostDataRanges(top.path)),
     heldByLowerLayersBytes: plan.notReclaimable * clusterBytes,
     plan,
     session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
     warnings: [],
   };
+}
+
+async function hostDataRanges(path: string): Promise<Range[]> {
+  return normalize((await map(path, 'raw')).filter((e) => e.data).map((e) => ({ start: e.start, length: e.length })));
+}
+
+/**
+ * Host bytes the plan frees: what the truncation cuts off that holds data, less the sparse holes that the
+ * moved clusters fill. Holes left by an interrupted run (released but not yet filled) count too.
+ */
+export function hostBytesFreed(plan: CompactPlan, clusterBytes: number, fileSizeBytes: number, hostData: readonly Range[]): number {
+  const cut = totalBytes(intersect([{ start: plan.newFileSizeBytes, length: Math.max(0, fileSizeBytes - plan.newFileSizeBytes) }], hostData));
+  const filled = plan.steps.flatMap((s) => (s.kind === 'move-cluster' ? [{ start: s.toOffset, length: clusterBytes }] : []));
+  const newlyAllocated = totalBytes(filled) - totalBytes(intersect(filled, hostData));
+  return Math.max(0, cut - newlyAllocated);
+}
+
+/** Whether the plan changes the delta at all (releases, moves or a truncation). */
+export function planChanges(plan: CompactPlan): boolean {
+  return plan.steps.some((s) => s.kind === 'release-clusters' || s.kind === 'move-cluster' || s.kind === 'truncate');
 }
 
 export function describePloopSteps(plan: CompactPlan): string[] {

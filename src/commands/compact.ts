@@ -8,7 +8,7 @@ import { closePloopImage } from '../formats/ploop/image.js';
 import { formatBytes } from '../util/units.js';
 import { describeTrimStep, type TrimStep } from './compact-trim.js';
 import { compactQcow2, estimateQcow2 } from './compact-qcow2.js';
-import { describePloopSteps, estimatePloop, openForCompact, runPloopCompact } from './compact-ploop.js';
+import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './compact-ploop.js';
 import { hostAllocatedBytes } from './compact-host.js';
 import { capitalize } from './compact-info.js';
 
@@ -72,7 +72,7 @@ async function runPloop(folder: string, dryRun: boolean, context: Context): Prom
       ...describePloopSteps(estimate.plan).map((s, i) => `  ${estimate.session.steps.length + i + 1}. ${s}`),
     ];
     const warnings = estimate.session.skipped.map(capitalize);
-    if (!dryRun && estimate.plan.releasedClusters > 0) runPloopCompact(image, estimate.plan, context);
+    if (!dryRun && planChanges(estimate.plan)) runPloopCompact(image, estimate.plan, context);
     const after = dryRun ? before - estimate.reclaimableBytes : hostAllocatedBytes(top);
     return { plan, hostBytesBefore: before, hostBytesAfter: after, freedBytes: Math.max(0, before - after), heldByLowerLayersBytes: estimate.heldByLowerLayersBytes, warnings, notes };
   } finally {
