@@ -122,3 +122,24 @@ describe('estimate arithmetic', () => {
     expect(heldByLowerLayers(extents, free)).toBe(M);
   });
 });
+
+describe('ploop host bytes freed', () => {
+  it('counts the data cut off the tail, less the sparse holes the moved clusters fill', async () => {
+    const { hostBytesFreed } = await import('../../src/commands/compact-ploop.js');
+    const plan = {
+      steps: [
+        { kind: 'mark-in-use' as const, dropsExtension: false },
+        { kind: 'move-cluster' as const, virtualIndex: 9, fromOffset: 5 * M, toOffset: 2 * M },
+        { kind: 'move-cluster' as const, virtualIndex: 8, fromOffset: 4 * M, toOffset: 3 * M },
+        { kind: 'truncate' as const, sizeBytes: 4 * M },
+        { kind: 'clear-in-use' as const },
+      ],
+      releasedClusters: 0,
+      notReclaimable: 0,
+      reclaimedBytes: 2 * M,
+      newFileSizeBytes: 4 * M,
+    };
+    // The file is 6 MiB; its data lies in [0, 2M) and [3M, 6M): the hole at 2M gets filled.
+    expect(hostBytesFreed(plan, M, 6 * M, [r(0, 2 * M), r(3 * M, 3 * M)])).toBe(M);
+  });
+});
