@@ -63,7 +63,7 @@ async function oneCase(label: string, image: BuiltImage, spec: CellSpec, delayMs
   const stray = strayFiles(folder, before);
   const state = recovery.code === 0 ? spec.after(image) : undefined;
   const problems = [
-    ...(recovery.code === 0 ? [] : [`the recovery run exited ${recovery.code}: ${recovery.stderr.trim().split('\n').slice(-3).join(' | ')}`]),
+    ...(recovery.code === 0 ? [] : [`the recovery run exited ${recovery.code}: ${recovery.stderr.trim().split('\n').filter((l) => !/^\d+ %$/.test(l)).slice(0, 12).join(' | ')}`]),
     ...verdict.problems,
     ...(state === undefined ? [] : [`not in the completed state: ${state}`]),
     ...(stray.length > 0 ? [`stray files: ${stray.join(', ')}`] : []),

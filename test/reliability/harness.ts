@@ -228,10 +228,11 @@ export function names(dir: string): Set<string> {
   return new Set(fingerprint(dir).keys());
 }
 
-/** Copies a pristine image folder (sparse) to a fresh one and points a BuiltImage at the copy. */
+/** Copies a pristine image folder to a fresh one and points a BuiltImage at the copy. */
 export function cloneImage(image: BuiltImage, fromDir: string, toDir: string): BuiltImage {
   rmSync(toDir, { recursive: true, force: true });
-  const cp = spawnSync('cp', ['-a', '--sparse=always', fromDir, toDir]);
+  // --sparse=never: a copy as allocated as the original (cp would otherwise turn fallocated ranges into holes).
+  const cp = spawnSync('cp', ['-a', '--sparse=never', fromDir, toDir]);
   if (cp.status !== 0) throw new Error(`cp ${fromDir} ${toDir} failed: ${cp.stderr}`);
   const move = (path: string): string => (path.startsWith(fromDir) ? toDir + path.slice(fromDir.length) : path);
   return { ...image, hdd: move(image.hdd), dataFile: move(image.dataFile), spec: { ...image.spec, dir: toDir } };
@@ -267,7 +268,9 @@ export async function judge(image: BuiltImage, expected: Record<string, string> 
  * Returns what is wrong, or undefined.
  */
 export function clearError(outcome: Outcome): string | undefined {
-  const lines = outcome.stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{"event"'));
+  // A usage error (exit 2) is followed by the usage text, as the README documents.
+  const text = outcome.code === 2 ? outcome.stderr.split(/^Usage:/m)[0]! : outcome.stderr;
+  const lines = text.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{"event"'));
   if (lines.length === 0) return 'stderr is empty';
   if (/Internal error/.test(outcome.stderr)) return 'the message is an internal error';
   if (/^\s+at /m.test(outcome.stderr)) return 'stderr holds a stack trace';

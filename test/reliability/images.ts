@@ -41,7 +41,7 @@ export async function roomAtEnd(format: ImageFormat, dir: string): Promise<Built
 /** A qcow2 image with three internal snapshots of its current state (merge deletes them). */
 export async function withSnapshots(dir: string): Promise<BuiltImage> {
   const image = await standard('qcow2', dir);
-  for (const name of ['first', 'second', 'third']) sh('qemu-img', ['snapshot', '-f', 'qcow2', '-c', name, image.dataFile]);
+  for (const name of ['first', 'second', 'third']) sh('qemu-img', ['snapshot', '--image-opts', '-c', name, `driver=qcow2,file.driver=file,file.filename=${image.dataFile}`]);
   return image;
 }
 
