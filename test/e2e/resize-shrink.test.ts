@@ -31,6 +31,12 @@ describe('resize --resize_partition shrinks qcow2 in place to Minimum', () => {
     expect(refused.code).toBe(8);
     expect(refused.stderr).toMatch(new RegExp(`the minimum is ${toArg(limits.minimum)} \\(resize --info\\).*Free at least`));
     expect(await imageSums(built)).toEqual(sums);
+    // The dry run measures read-only and prints the whole plan, target geometry included; no byte changes.
+    const dry = await resize(built.hdd, toArg(limits.minimum), '--resize_partition', '-n');
+    expect(dry.code, dry.stderr).toBe(0);
+    const plan = (dry.json!.plan as string[]).join('\n');
+    expect(plan).toMatch(/Shrink an ext4 filesystem on \/dev\/sda2 to .*\n.*Move the end of partition 2 from sector \d+ to sector \d+.*\n.*Commit the overlay.*\n.*Shrink the image/);
+    expect(await imageSums(built)).toEqual(sums);
     const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
     expect(shrunk.code, shrunk.stderr).toBe(0);
     await verifyResized(built, limits.minimum);
