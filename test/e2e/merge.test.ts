@@ -87,7 +87,12 @@ async function killAtProgress(args: string[], percent: number): Promise<number> 
       const lines = buffer.split('\n');
       buffer = lines.pop() ?? '';
       for (const line of lines) {
-        const event = JSON.parse(line) as { event: string; percent?: number };
+        let event: { event?: string; percent?: number };
+        try {
+          event = JSON.parse(line) as typeof event;
+        } catch {
+          continue; // not an event (a message in plain text)
+        }
         if (event.event === 'progress' && (event.percent ?? 0) >= percent && seen < 0) {
           seen = event.percent!;
           const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
@@ -232,6 +237,29 @@ describe('merge (internal snapshots)', () => {
     const again = await cli('merge', '--hdd', file, '--json');
     expect(again.status).toBe(0);
     expect(again.json!.unchanged).toBe(true);
+  });
+
+  it('kill -9 amid the deletions leaves the current state intact; the next run deletes the rest', async () => {
+    const dir = freshDir();
+    const file = join(dir, 'vm.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '512M');
+    for (let i = 0; i < 12; i++) {
+      qemuIo(file, `write -P ${0x20 + i} ${i * 32}M 32M`);
+      snapshot(file, `s${i}`);
+    }
+    flatten(file, join(dir, 'flat.ref'));
+    const killedAt = await killAtProgress(['merge', '--hdd', file], 25);
+    expect(killedAt).toBeGreaterThanOrEqual(25);
+    const left = (info(file).snapshots as unknown[] | undefined)?.length ?? 0;
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThan(12);
+    checkClean(file);
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
+    const rerun = await cli('merge', '--hdd', file, '--json');
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(rerun.json!.snapshots).toHaveLength(left);
+    expect(info(file).snapshots).toBeUndefined();
+    expect(identical(join(dir, 'flat.ref'), file)).toBe(true);
   });
 
   it('--dry-run and an image in use change no byte', async () => {
