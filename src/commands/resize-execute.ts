@@ -7,7 +7,7 @@ import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
 import { executePlan } from '../plan/plan.js';
 import { GuestSession } from '../guest/session.js';
-import { qemuImg, parseProgress } from '../formats/qcow2/qemu-img.js';
+import { qemuImg } from '../formats/qcow2/qemu-img.js';
 import { type DiskFile, writeSectors } from '../partitions/io.js';
 import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
 import { executeResize as executePloopResize, planResize as planPloopResize } from '../formats/ploop/resize.js';
@@ -47,7 +47,7 @@ async function resizeImage(facts: DiskFacts, toBytes: number, mode: 'grow' | 'sh
   if (preallocate) args.push('--preallocation=falloc');
   args.push(facts.image.path, String(toBytes));
   context.progress.step(mode === 'grow' ? 'Growing the image' : 'Shrinking the image');
-  await qemuImg(args, { onStdoutLine: (line) => parseProgress(line) !== undefined && context.progress.update(parseProgress(line)!) });
+  await qemuImg(args, { timeoutMs: 60 * 60_000 });
   context.progress.done();
 }
 
