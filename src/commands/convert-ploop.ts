@@ -7,11 +7,28 @@ import type { ConvertRequest } from './convert.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../formats/ploop/convert.js';
 import { hostAllocatedBytes, requireFreeSpace } from './merge-host.js';
+import { usedEndBytes, type Delta } from '../formats/ploop/delta.js';
+import { run } from '../util/exec.js';
+import { fsyncPath } from '../util/atomic.js';
 import { Refused } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 
 function hostBytesOf(image: PloopImage): number {
   return image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);
+}
+
+/**
+ * A delta whose BAT is full can still have holes inside its clusters (a `cp --sparse=always` or `rsync -S` copy):
+ * it would not hold the space a plain image promises. st_blocks below the used end of the file shows them.
+ */
+function hasHoles(delta: Delta): boolean {
+  return hostAllocatedBytes(delta.path) < usedEndBytes(delta);
+}
+
+/** fallocate mode 0 with --keep-size: allocates the holes as unwritten extents; no byte of content changes. */
+async function fillHoles(delta: Delta): Promise<void> {
+  await run('fallocate', ['--keep-size', '--offset', '0', '--length', String(usedEndBytes(delta)), delta.path], { timeoutMs: 60 * 60_000 });
+  fsyncPath(delta.path);
 }
 
 /** Nothing to do: no cluster to allocate or release, and the descriptor already says so. */
@@ -34,7 +51,8 @@ export async function convertPloop(opened: OpenedImage, request: ConvertRequest,
     const plan = planConvert(image, target, (done, total) => context.progress.update(done / total));
     if (target === 'expanding') context.progress.done();
     const hostBytesBefore = hostBytesOf(image);
-    const noop = recovery.length === 0 && ploopConvertIsNoop(plan, image.descriptor.preallocated);
+    const holes = target === 'preallocated' && hasHoles(image.deltas[0]!);
+    const noop = recovery.length === 0 && !holes && ploopConvertIsNoop(plan, image.descriptor.preallocated);
     const kind = request.target === 'plain' ? 'plain (preallocated)' : 'expanding';
     const lines = noop
       ? [`${folder} is already ${kind}; nothing to convert.`]
@@ -42,6 +60,7 @@ export async function convertPloop(opened: OpenedImage, request: ConvertRequest,
           `Convert the ploop image ${folder} to ${kind}, in place.`,
           ...recovery.map((finding) => `  Complete an interrupted operation first: ${finding}.`),
           ...describeConvertPlan(plan).map((line, i) => `  ${i + 1}. ${line}`),
+          ...(holes ? [`  ${describeConvertPlan(plan).length + 1}. Allocate the holes a sparse copy left inside the delta's clusters (fallocate); no content changes.`] : []),
         ];
     const facts = { path: folder, target: request.target, sizeBeforeBytes: image.sizeBytes, sizeAfterBytes: image.sizeBytes, hostBytesBefore };
     if (plan.target === 'preallocated' && plan.allocateBytes > 0) requireFreeSpace(image.deltas[0]!.path, plan.allocateBytes, 'preallocating the image');
@@ -60,6 +79,7 @@ export async function convertPloop(opened: OpenedImage, request: ConvertRequest,
     const fresh = recovery.length > 0 ? planConvert(image, target) : plan;
     context.progress.step(request.target === 'plain' ? 'Allocating every cluster' : 'Releasing all-zero clusters');
     executeConvert(image, fresh, { progress: (done, total) => context.progress.update(total > 0 ? done / total : 1) });
+    if (target === 'preallocated' && hasHoles(image.deltas[0]!)) await fillHoles(image.deltas[0]!);
     context.progress.done();
     const hostBytesAfter = hostBytesOf(image);
     return {

@@ -118,6 +118,21 @@ describe('convert on ploop', () => {
     expect(noop.json!.unchanged).toBe(true);
   });
 
+  it('--plain fills the holes a sparse copy left inside allocated clusters (full BAT, file not fully allocated)', async () => {
+    const { dir, delta, reference } = buildPloop(256, DATA);
+    expect((await cli('convert', '--plain', '--hdd', dir)).status).toBe(0);
+    execFileSync('cp', ['--sparse=always', delta, `${delta}.copy`]);
+    execFileSync('mv', [`${delta}.copy`, delta]);
+    expect(allocated(delta)).toBeLessThan(256 * MiB);
+    const result = await cli('convert', '--plain', '--hdd', dir, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.json!.unchanged).toBe(false);
+    expect(allocated(delta)).toBeGreaterThanOrEqual(256 * MiB);
+    expect(allocated(delta)).toBeLessThanOrEqual(256 * MiB + MiB + (256 * MiB) / 100);
+    expect(sameContent(reference, delta)).toBe(true);
+    expect(spawnSync('qemu-img', ['check', '-f', 'parallels', delta]).status).toBe(0);
+  });
+
   it('refuses snapshot deltas and a locked image; --dry-run; none changes a byte', async () => {
     const cases: [string, (dir: string) => (() => void) | void, number, RegExp][] = [
       ['snapshots', (dir) => {
