@@ -75,13 +75,16 @@ export function verdicts(comparisons: Comparison[], scale: string): Verdict[] {
   for (const c of comparisons) {
     const t = ratio(c.ours.wallMs, c.peerSide.wallMs) ?? Infinity;
     const w = ratio(c.ours.writeBytes, c.peerSide.writeBytes) ?? Infinity;
+    const both = c.ours.ok && c.peerSide.ok;
+    const failed = !c.ours.ok ? 'ours failed' : 'peer failed';
     if (c.op === 'resize-grow' || c.op === 'resize-shrink') {
       const label = `in-place resize ≥5× faster than virt-resize, writing <5% of its data${scale === 'full' ? '' : ' (judged on 8 GiB; this is the small scale)'}`;
-      judged(c, label, `time ${fmtRatio(t)}, wrote ${(w * 100).toFixed(1)}%`, t <= 0.2 && w < 0.05);
+      judged(c, label, both ? `time ${fmtRatio(t)}, wrote ${(w * 100).toFixed(1)}%` : failed, t <= 0.2 && w < 0.05);
     } else if (c.op === 'compact') {
-      judged(c, 'compact frees ≥ virt-sparsify in ≤1.2× its time', `freed ${fmtBytes(c.ours.freedBytes)} vs ${fmtBytes(c.peerSide.freedBytes)}, time ${fmtRatio(t)}`, c.ours.freedBytes >= c.peerSide.freedBytes && t <= 1.2);
+      const freed = `freed ${fmtBytes(c.ours.freedBytes)} vs ${fmtBytes(c.peerSide.freedBytes)}`;
+      judged(c, 'compact frees ≥ virt-sparsify in ≤1.2× its time', both ? `${freed}, time ${fmtRatio(t)}` : `${failed}; ${freed}`, c.ours.freedBytes >= c.peerSide.freedBytes && t <= 1.2);
     } else if (c.op.startsWith('convert') || c.op === 'merge-external') {
-      judged(c, 'orchestration overhead ≤10% over the bare qemu-img call', `time ${fmtRatio(t)}`, t <= 1.1);
+      judged(c, 'orchestration overhead ≤10% over the bare qemu-img call', both ? `time ${fmtRatio(t)}` : failed, t <= 1.1);
     }
     out.push({
       target: '≤1 appliance start per command',

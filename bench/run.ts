@@ -1,6 +1,6 @@
 // Benchmarks prl-disk-tool against its peers in one run: `node dist/bench/run.js [--scale full|small] [...]` (see docs/benchmarks.md).
 import { statfsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { OPERATIONS, runComparisons, type Comparison, type Operation } from './s
 
 const USAGE = `usage: node dist/bench/run.js [--scale full|small] [--formats qcow2,ploop] [--contents ext4,ntfs]
        [--ops ${OPERATIONS.join(',')}] [--work DIR] [--out DIR] [--keep]
+       node dist/bench/run.js --render bench/results/<run>.json   (re-print a saved run, rewrite its .md)
   full: 8 GiB images, 2 GiB of files, 1 GiB deleted (the default); small: 2 GiB images, 512 MiB of files, 256 MiB deleted.
 `;
 
@@ -42,11 +43,21 @@ async function main(): Promise<number> {
       work: { type: 'string' },
       out: { type: 'string', default: join(repo, 'bench', 'results') },
       keep: { type: 'boolean', default: false },
+      render: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.render !== undefined) {
+    // Re-renders a saved run (after a change to the report): the measurements are kept, verdicts recomputed.
+    const saved = JSON.parse(await readFile(values.render, 'utf8')) as Results;
+    const results: Results = { ...saved, verdicts: verdicts(saved.comparisons, saved.scale), failures: failures(saved.comparisons) };
+    await writeFile(values.render, JSON.stringify(results, null, 2) + '\n');
+    await writeFile(values.render.replace(/\.json$/, '.md'), renderMarkdown(results));
+    process.stdout.write(renderText(results));
     return 0;
   }
   const scale: Scale | undefined = SCALES[values.scale as Scale['name']];
