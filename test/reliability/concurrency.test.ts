@@ -6,7 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
-import { clearError, cloneImage, fingerprint, fingerprintDiff, judge, killTree, runCli, sleep, startCli, workDir, type Outcome, type Running } from './harness.js';
+import { clearError, cloneImage, descendants, fingerprint, fingerprintDiff, judge, killTree, runCli, sleep, startCli, workDir, type Outcome, type Running } from './harness.js';
 import { standard } from './images.js';
 import { Tally } from './summary.js';
 
@@ -48,21 +48,18 @@ const writers = (hdd: string): string[][] => [
 /** Another process holding the flock (flock(1), as a ploop tool or a second prl_disk_tool would). */
 async function holdFlock(path: string, mode: '-s' | '-x'): Promise<ChildProcess> {
   const child = spawn('flock', [mode, path, 'sleep', '600'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    // flock(1) holds the lock once it has exec'd sleep.
-    const cmd = spawnSync('cat', [`/proc/${child.pid}/comm`], { encoding: 'utf8' }).stdout.trim();
-    if (cmd === 'sleep') return child;
+  for (let i = 0; i < 250; i++) {
+    // flock(1) takes the lock, then forks the command: the lock is held once sleep runs.
+    const kids = descendants(child.pid!).map((pid) => spawnSync('cat', [`/proc/${pid}/comm`], { encoding: 'utf8' }).stdout.trim());
+    if (kids.includes('sleep')) return child;
     await sleep(20);
   }
   throw new Error('flock did not take the lock');
 }
 
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.on('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
+/** Ends flock(1) and its sleep (the lock goes with the last holder of the open file). */
+async function stop(child: ChildProcess): Promise<void> {
+  await killTree(child.pid!);
 }
 
 function expectLocked(result: Outcome, label: string, failures: string[]): void {

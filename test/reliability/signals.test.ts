@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { dirname, join } from 'node:path';
 import { rmSync } from 'node:fs';
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
-import { FULL, cloneImage, fingerprint, fingerprintDiff, judge, runAndSignal, runCli, spread, strayFiles, workDir } from './harness.js';
+import { FULL, cloneImage, descendants, fingerprint, fingerprintDiff, judge, runAndSignal, runCli, sleep, spread, startCli, strayFiles, waitGone, workDir, type Outcome } from './harness.js';
 import { hostOps, type HostOp } from './host-cells.js';
 import { standard, completed } from './images.js';
 import { Tally, type Row } from './summary.js';
@@ -31,6 +31,7 @@ async function signalCell(op: HostOp, sig: (typeof SIGNALS)[number], fractions: 
   const failures: string[] = [];
   let interrupted = 0;
   let identical = 0;
+  let early = 0;
   try {
     const pristineDir = join(root, 'pristine');
     const pristine = await op.build(pristineDir);
@@ -52,7 +53,13 @@ async function signalCell(op: HostOp, sig: (typeof SIGNALS)[number], fractions: 
       const result = await runAndSignal(op.args(copy), delayMs, sig);
       const label = `${sig} at ${delayMs} ms of ${measured.ms}`;
       const problems: string[] = [];
-      if (result.code === 130) {
+      if (result.code === null && result.signal === sig) {
+        // Signalled before main.ts had installed its handlers (while Node loads the modules): the default action
+        // ends the process, which a shell reports as 128 + the signal's number. Nothing may have changed yet.
+        early++;
+        const state = op.before(copy);
+        if (state !== undefined) problems.push(`killed by ${sig} before its handlers were installed, yet the image changed: ${state}`);
+      } else if (result.code === 130) {
         interrupted++;
         const state = op.before(copy);
         if (state !== undefined) problems.push(`exit 130 ("left as it was") but the image changed: ${state}`);
@@ -78,7 +85,7 @@ async function signalCell(op: HostOp, sig: (typeof SIGNALS)[number], fractions: 
         failures.push(`${label}: ${problems.join('\n  ')}`);
       }
     }
-    row.note = `${interrupted} interrupted (exit 130), ${identical} of them byte-identical, ${row.tried - interrupted} had finished; clean run ${(measured.ms / 1000).toFixed(1)} s`;
+    row.note = `${interrupted} interrupted (exit 130), ${identical} of them byte-identical, ${early} ended by the signal during start-up, ${row.tried - interrupted - early} had finished; clean run ${(measured.ms / 1000).toFixed(1)} s`;
     return { row, failures };
   } finally {
     row.ms = Date.now() - started;
@@ -96,14 +103,51 @@ describe.each(['qcow2', 'ploop'] as const)('SIGINT/SIGTERM on %s, no appliance',
   });
 });
 
+/** Waits until the tool (run with --json) has announced `step`, then sends `sig` to its PID. */
+async function signalAtStep(args: string[], step: string, sig: NodeJS.Signals): Promise<Outcome & { orphans: number[] }> {
+  const running = startCli([...args, '--json']);
+  let finished = false;
+  void running.done.then(() => (finished = true));
+  while (!finished && !running.stderrSoFar().includes(`"step":"${step}"`)) await sleep(50);
+  const kids = descendants(running.pid);
+  if (!finished) process.kill(running.pid, sig);
+  const outcome = await running.done;
+  const orphans = await waitGone(kids, 10_000);
+  return { ...outcome, orphans };
+}
+
 describe('SIGINT/SIGTERM with the appliance running (qcow2)', () => {
-  const grow: HostOp = {
-    format: 'qcow2', operation: 'resize --resize_partition grow', build: (dir) => standard('qcow2', dir),
-    args: (i) => ['resize', '--hdd', i.hdd, '--size', '384M', '--resize_partition'], after: completed.near(384), before: completed.size(256),
-  };
-  it('SIGTERM mid-appliance: exit 130, the appliance and qemu end, the image as it was', async () => {
-    const { failures, row } = await signalCell(grow, 'SIGTERM', FULL ? [0.3, 0.6, 0.9] : [0.6]);
-    expect(failures).toEqual([]);
-    expect(row.note).toMatch(/^[1-9]\d* interrupted/);
+  // B4 (docs/reliability.md), owner: resize --resize_partition. The grow resizes the image itself ("Growing the
+  // image", qemu-img resize) before the appliance works on the overlay; a SIGTERM or SIGINT while the appliance
+  // starts ends with exit 130 and "the image was left as it was before the command", but the image stays grown
+  // (384 MiB, its partition and filesystem not): the promised rollback does not happen. Files are intact.
+  it.fails('B4: SIGTERM while the appliance starts: exit 130 and the image at its old size', async () => {
+    const dir = workDir('b4');
+    try {
+      const image = await standard('qcow2', dir);
+      const result = await signalAtStep(['resize', '--hdd', image.hdd, '--size', '384M', '--resize_partition'], 'Starting the appliance', 'SIGTERM');
+      expect(result.orphans).toEqual([]);
+      expect(result.code).toBe(130);
+      expect((await judge(image)).problems).toEqual([]);
+      expect(completed.size(256)(image)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('SIGINT while the appliance trims (compact): exit 130, guestfish and qemu end, nothing changed', async () => {
+    const dir = workDir('sig-compact');
+    try {
+      const image = await standard('qcow2', dir);
+      const before = fingerprint(dir);
+      const result = await signalAtStep(['compact', '--hdd', image.hdd], 'Starting the appliance', 'SIGINT');
+      expect(result.orphans).toEqual([]);
+      expect(result.code).toBe(130);
+      expect(strayFiles(dir, new Set(before.keys()))).toEqual([]);
+      expect((await judge(image)).problems).toEqual([]);
+      tally.add({ operation: 'compact (appliance starting)', format: 'qcow2', fault: 'SIGINT', tried: 1, passed: 1, lost: 0, ms: result.ms, note: `exit ${result.code}` });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
