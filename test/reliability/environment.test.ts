@@ -94,6 +94,37 @@ async function hostile(op: HostOp, image: BuiltImage, fault: string, allowedCode
   return { row, failures: failures.map((f) => `${op.operation} (${op.format}, ${fault}): ${f}`) };
 }
 
+/**
+ * Known bugs (docs/reliability.md), each marked it.fails until its owner fixes it:
+ * B5 qcow2 resize grow, disk full: qemu-img resize grows the image, then writing the moved GPT backup header fails
+ *    (ENOSPC), exit 10, and the image is left at the new size with its GPT not moved (no rollback).
+ * B6 ploop resize grow, disk full: the delta is grown, then writing DiskDescriptor.xml fails (ENOSPC): exit 1
+ *    "Internal error", the descriptor says 256 MiB and the delta 384 MiB.
+ * B7 qcow2 convert, read-only: the temporary copy cannot be made, and removing it throws EROFS: exit 1 "Internal error".
+ * B8 qcow2 resize and merge, read-only: no up-front check; exit 10 with qemu-img's or qemu-io's "Could not open ...:
+ *    Read-only file system" instead of a clear refusal (3 or 8).
+ */
+const KNOWN: Record<string, string> = {
+  'disk full|qcow2|resize grow': 'B5',
+  'disk full|ploop|resize grow': 'B6',
+  'read-only|qcow2|convert --plain': 'B7',
+  'read-only|qcow2|convert --expanding': 'B7',
+  'read-only|qcow2|resize grow': 'B8',
+  'read-only|qcow2|resize shrink': 'B8',
+  'read-only|qcow2|merge': 'B8',
+  'read-only|qcow2|merge --external': 'B8',
+};
+
+function cases(fault: string, ops: HostOp[]): [string, HostOp, string | undefined][] {
+  return ops.map((op) => [op.operation, op, KNOWN[`${fault}|${op.format}|${op.operation}`]]);
+}
+
+/** it, or it.fails naming the known bug. */
+function test(name: string, bug: string | undefined, body: () => Promise<void>): void {
+  if (bug === undefined) it(name, body);
+  else it.fails(`${bug}: ${name}`, body);
+}
+
 const applianceGrow = (format: ImageFormat): HostOp => ({
   format, operation: 'resize --resize_partition grow', build: (dir) => standard(format, dir),
   args: (i) => ['resize', '--hdd', i.hdd, '--size', '384M', '--resize_partition'], after: completed.near(384), before: completed.size(256),
@@ -101,7 +132,7 @@ const applianceGrow = (format: ImageFormat): HostOp => ({
 
 describe.each(['qcow2', 'ploop'] as const)('the host disk full, %s', (format) => {
   // 9: not enough free host space (checked before anything changes); 10: qemu-img failed (ENOSPC) and the tool rolled back.
-  it.each([...hostOps(format), applianceGrow(format)].map((op) => [op.operation, op] as const))('%s: completes or refuses cleanly', async (_name, op) => {
+  for (const [name, op, bug] of cases('disk full', [...hostOps(format), applianceGrow(format)])) test(`${name}: completes or refuses cleanly`, bug, async () => {
     const mnt = smallFilesystem(`full-${format}`);
     const image = await op.build(join(mnt, 'vm'));
     fill(mnt);
@@ -112,7 +143,7 @@ describe.each(['qcow2', 'ploop'] as const)('the host disk full, %s', (format) =>
 
 describe.each(['qcow2', 'ploop'] as const)('a read-only image, %s', (format) => {
   // 3: the path cannot be used; 8: refused. Both name the read-only file system.
-  it.each(hostOps(format).map((op) => [op.operation, op] as const))('%s: refuses with a clear error and changes nothing', async (_name, op) => {
+  for (const [name, op, bug] of cases('read-only', hostOps(format))) test(`${name}: refuses with a clear error and changes nothing`, bug, async () => {
     const root = workDir(`ro-${format}`);
     const rw = join(root, 'rw');
     const ro = join(root, 'ro');
