@@ -1,6 +1,8 @@
 // Typed filesystem calls in the appliance: identify, mount, measure, check, resize, trim, swap.
 import type { GuestSession } from './session.js';
 import { parseFields, parseInteger } from './parse.js';
+import { samePartition } from './lvm.js';
+import { ToolError } from '../util/errors.js';
 
 /** Device → filesystem type (or "unknown"), as libguestfs' list-filesystems reports them. */
 export async function listFilesystems(guest: GuestSession): Promise<Record<string, string>> {
@@ -111,9 +113,12 @@ export async function ntfsWritable(guest: GuestSession, device: string): Promise
 
 /**
  * Clears the NTFS volume dirty flag that ntfsresize sets as a precaution (ntfsfix -d). libguestfs has no call for
- * it, so it runs through `debug sh`; the device path is ours and checked, never user text.
+ * it, so it runs through `debug sh`, which sees the appliance's raw device names (the data disk may be /dev/sdb
+ * there): the raw name is found among the NTFS devices blkid lists, by partition number. Never user text.
  */
 export async function ntfsClearDirty(guest: GuestSession, device: string): Promise<void> {
-  if (!/^\/dev\/sd[a-z][0-9]*$/.test(device)) throw new Error(`internal: unexpected device ${device}`);
-  await guest.call('debug', 'sh', `ntfsfix -d ${device}`);
+  const listed = (await guest.call('debug', 'sh', 'blkid -t TYPE=ntfs -o device')).split('\n').map((line) => line.trim());
+  const raw = listed.filter((name) => /^\/dev\/[sv]d[a-z]+[0-9]*$/.test(name) && samePartition(device, name));
+  if (raw.length !== 1) throw new ToolError('tool-failed', `The appliance cannot tell which appliance device is ${device} (NTFS devices: ${listed.join(', ') || 'none'})`);
+  await guest.call('debug', 'sh', `ntfsfix -d ${raw[0]}`);
 }
