@@ -117,6 +117,11 @@ export async function ntfsWritable(guest: GuestSession, device: string): Promise
  * there): the raw name is found among the NTFS devices blkid lists, by partition number. Never user text.
  */
 export async function ntfsClearDirty(guest: GuestSession, device: string): Promise<void> {
+  // A logical volume's path (/dev/VG/LV) is the same inside and outside; LVM names are [A-Za-z0-9+_.-].
+  if (/^\/dev\/[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(device)) {
+    await guest.call('debug', 'sh', `ntfsfix -d ${device}`);
+    return;
+  }
   const listed = (await guest.call('debug', 'sh', 'blkid -t TYPE=ntfs -o device')).split('\n').map((line) => line.trim());
   const raw = listed.filter((name) => /^\/dev\/[sv]d[a-z]+[0-9]*$/.test(name) && samePartition(device, name));
   if (raw.length !== 1) throw new ToolError('tool-failed', `The appliance cannot tell which appliance device is ${device} (NTFS devices: ${listed.join(', ') || 'none'})`);
