@@ -10,11 +10,6 @@ import { ImageInvalid, ToolError } from '../util/errors.js';
 import { qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Range } from './compact-ranges.js';
 
-/** Bytes the file occupies on the host (what compact frees), not its apparent size. */
-export function hostAllocatedBytes(path: string): number {
-  return statSync(path).blocks * 512;
-}
-
 function writableFolder(path: string): boolean {
   try {
     accessSync(dirname(path), constants.W_OK);

@@ -2,9 +2,10 @@
 import { map, type MapExtent } from '../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
-import { checkQcow2, hostAllocatedBytes, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
+import { checkQcow2, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
 import { discoverFreeSpace, trimDisk, type TrimSession } from './compact-discover.js';
 import { coveredClusters, intersect, normalize, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
+import { hostAllocatedBytes } from '../util/space.js';
 
 const DEFAULT_CLUSTER_BYTES = 65536;
 

@@ -9,8 +9,8 @@ import { formatBytes } from '../util/units.js';
 import { describeTrimStep, type TrimStep } from './compact-trim.js';
 import { compactQcow2, estimateQcow2 } from './compact-qcow2.js';
 import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './compact-ploop.js';
-import { hostAllocatedBytes } from './compact-host.js';
 import { capitalize } from './compact-info.js';
+import { hostAllocatedBytes } from '../util/space.js';
 
 interface Outcome {
   plan: string[];

@@ -6,12 +6,12 @@ import type { OpenedImage } from './open.js';
 import type { ConvertRequest } from './convert.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../formats/ploop/convert.js';
-import { hostAllocatedBytes, requireFreeSpace } from './merge-host.js';
 import { usedEndBytes, type Delta } from '../formats/ploop/delta.js';
 import { run } from '../util/exec.js';
 import { fsyncPath } from '../util/atomic.js';
 import { Refused } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
+import { hostAllocatedBytes, requireFreeSpace } from '../util/space.js';
 
 function hostBytesOf(image: PloopImage): number {
   return image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);

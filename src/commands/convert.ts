@@ -6,9 +6,10 @@ import { openImage } from './open.js';
 import { describePlan, executePlan } from '../plan/plan.js';
 import { tempPathBeside } from '../util/atomic.js';
 import { formatBytes } from '../util/units.js';
-import { hostAllocatedBytes, requireConsistentQcow2 } from './merge-host.js';
+import { requireConsistentQcow2 } from './merge-host.js';
 import { describeConvertStep, gatherQcow2ConvertFacts, planQcow2Convert, runConvertStep } from './convert-qcow2.js';
 import { convertPloop } from './convert-ploop.js';
+import { hostAllocatedBytes } from '../util/space.js';
 
 export type ConvertRequest = Extract<Request, { kind: 'convert' }>;
 

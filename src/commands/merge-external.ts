@@ -6,7 +6,7 @@ import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './merge.js';
 import { openImage } from './open.js';
 import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
-import { copyOwnership, freeBytesAt, hostAllocatedBytes, requireConsistentQcow2, sameFilesystem, spaceMargin } from './merge-host.js';
+import { copyOwnership, requireConsistentQcow2, sameFilesystem } from './merge-host.js';
 import { parseProgress, qemuImg } from '../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
@@ -14,6 +14,7 @@ import { onExit } from '../util/cancel.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
+import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
 
 export type ExternalStep =
   | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }

@@ -1,39 +1,8 @@
-// Host-side facts and chores shared by merge and convert: allocation, free space, ownership, qcow2 image-opts.
-import { chownSync, chmodSync, readdirSync, statSync, statfsSync } from 'node:fs';
+// Host-side chores shared by merge and convert: ownership, stale temporaries, qcow2 image-opts and checks.
+import { chownSync, chmodSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { ImageInvalid, ToolError } from '../util/errors.js';
+import { ImageInvalid } from '../util/errors.js';
 import { check } from '../formats/qcow2/qemu-img.js';
-import { formatBytes } from '../util/units.js';
-import { debug } from '../util/log.js';
-
-/** Bytes the file occupies on the host (st_blocks), which is what "freed space" means to an admin. */
-export function hostAllocatedBytes(path: string): number {
-  return statSync(path).blocks * 512;
-}
-
-/** Bytes an unprivileged writer may still allocate in the filesystem holding `path`. */
-export function freeBytesAt(path: string): number {
-  const fs = statfsSync(path);
-  return fs.bavail * fs.bsize;
-}
-
-/** Margin kept free on top of an estimate: qemu-img's own metadata growth and the filesystem's. */
-export function spaceMargin(bytes: number): number {
-  return Math.max(16 * 1024 * 1024, Math.ceil(bytes / 100));
-}
-
-/** Refuses, before anything changes, when the folder of `path` cannot hold `neededBytes` more. */
-export function requireFreeSpace(path: string, neededBytes: number, what: string): void {
-  const free = freeBytesAt(dirname(path));
-  const wanted = neededBytes + spaceMargin(neededBytes);
-  debug(`free space in ${dirname(path)}: ${free} bytes; ${what} needs up to ${wanted}`);
-  if (free < wanted) {
-    throw new ToolError(
-      'no-space',
-      `Not enough free space in ${dirname(path)}: ${what} needs up to ${formatBytes(wanted)}, but only ${formatBytes(free)} is free; free some space and try again. Nothing was changed.`,
-    );
-  }
-}
 
 /** Gives `target` the mode and owner of `model`, so that a file replacing another looks the same to the VM manager. */
 export function copyOwnership(model: string, target: string): void {

@@ -5,7 +5,6 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './merge.js';
 import { openImage } from './open.js';
-import { hostAllocatedBytes, requireFreeSpace } from './merge-host.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { clusterHostOffset, closeDelta, openDelta, readFully, syncData, usedEndBytes, writeData, writeFully, type Delta } from '../formats/ploop/delta.js';
 import { encodeEntry, offsetToEntry, slotOffset } from '../formats/ploop/bat.js';
@@ -17,6 +16,7 @@ import { fsyncDirectoryOf, removeIfExists } from '../util/atomic.js';
 import { throwIfCancelled } from '../util/cancel.js';
 import { NotSupported } from '../util/errors.js';
 import { alignUp, formatBytes } from '../util/units.js';
+import { hostAllocatedBytes, requireFreeSpace } from '../util/space.js';
 
 /** Clusters fsynced together: data first, then their BAT entries, then a second fsync. */
 const BATCH_CLUSTERS = 64;

@@ -9,9 +9,10 @@ import { resolveHdd } from '../formats/resolve.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { ImageInvalid, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
-import { hostAllocatedBytes, qcow2ImageOpts, requireConsistentQcow2 } from './merge-host.js';
+import { qcow2ImageOpts, requireConsistentQcow2 } from './merge-host.js';
 import { mergeExternal } from './merge-external.js';
 import { mergePloop } from './merge-ploop.js';
+import { hostAllocatedBytes } from '../util/space.js';
 
 export type MergeRequest = Extract<Request, { kind: 'merge' }>;
 

@@ -1,5 +1,5 @@
 // The image model every command starts from: format, sizes, host allocation, chain, snapshots.
-import { statSync } from 'node:fs';
+import { hostAllocatedBytes } from '../util/space.js';
 import type { ImageRef } from './resolve.js';
 import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
 import { readDescriptor, type PloopDescriptor } from './ploop/descriptor.js';
@@ -29,10 +29,6 @@ export interface PloopImage extends Common {
 
 export type Image = Qcow2Image | PloopImage;
 
-function allocatedBytes(path: string): number {
-  return statSync(path).blocks * 512;
-}
-
 export function topDeltaPath(ref: Extract<ImageRef, { format: 'ploop' }>): string {
   return readDescriptor(ref.folder).chain[0]!.file;
 }
@@ -47,7 +43,7 @@ export async function loadImage(ref: ImageRef): Promise<Image> {
       chain,
       snapshots: top.snapshots,
       virtualSizeBytes: top.virtualSize,
-      hostBytes: chain.reduce((sum, info) => sum + allocatedBytes(info.filename), 0),
+      hostBytes: chain.reduce((sum, info) => sum + hostAllocatedBytes(info.filename), 0),
     };
   }
   const descriptor = readDescriptor(ref.folder);
@@ -58,7 +54,7 @@ export async function loadImage(ref: ImageRef): Promise<Image> {
     descriptor,
     deltas,
     virtualSizeBytes: descriptor.diskSizeSectors * 512,
-    hostBytes: deltas.reduce((sum, file) => sum + allocatedBytes(file), 0),
+    hostBytes: deltas.reduce((sum, file) => sum + hostAllocatedBytes(file), 0),
   };
 }
 
