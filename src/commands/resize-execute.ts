@@ -6,6 +6,7 @@ import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js
 import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
 import { executePlan } from '../plan/plan.js';
+import { cancellation } from '../util/cancel.js';
 import { GuestSession } from '../guest/session.js';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
 import { type DiskFile, writeSectors } from '../partitions/io.js';
@@ -17,6 +18,24 @@ import { filesystemFor } from '../fs/registry.js';
 export interface ResizeState {
   overlay?: Overlay;
   guest?: GuestSession;
+  /** Set after the image grew and while that grow can still be undone (nothing on the image refers to it yet). */
+  grownFrom?: number;
+}
+
+/**
+ * Undoes the image grow after a failure before the commit: the new space is outside every partition and the
+ * image's table still describes the old size (its changes lived in the overlay), so shrinking back is exact.
+ * Not possible after an interruption (no new subprocess may start then); the next run completes instead.
+ */
+export async function rollbackGrow(facts: DiskFacts, state: ResizeState, context: Context): Promise<boolean> {
+  const from = state.grownFrom;
+  if (from === undefined || cancellation.aborted) return false;
+  delete state.grownFrom;
+  await closeGuest(state);
+  state.overlay?.discard();
+  delete state.overlay;
+  await resizeImage(facts, from, 'shrink', false, context);
+  return true;
 }
 
 /** ploop: the native engine grows or shrinks the top delta and then the descriptor (crash-safe ordering there). */
@@ -77,7 +96,9 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
   const runStep = async (step: ResizeStep): Promise<void> => {
     switch (step.kind) {
       case 'grow-image':
-        return resizeImage(facts, step.toBytes, 'grow', step.preallocate, context);
+        await resizeImage(facts, step.toBytes, 'grow', step.preallocate, context);
+        state.grownFrom = step.fromBytes;
+        return;
       case 'begin-overlay':
         state.overlay ??= await Overlay.begin(facts.disk, Math.max(plan.toBytes, plan.fromBytes), committerFor(facts, context));
         return;
@@ -94,6 +115,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       }
       case 'write-table':
         await closeGuest(state);
+        if (!state.overlay) delete state.grownFrom;
         if (!state.overlay && facts.image.format === 'ploop') return writePloopSectors(facts.image.folder, step.writes, context.notice);
         return writeSectors(current(), step.writes);
       case 'resize-swap': {
@@ -103,6 +125,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       }
       case 'commit-overlay':
         await closeGuest(state);
+        delete state.grownFrom;
         await state.overlay!.commit(context.progress);
         delete state.overlay;
         return;

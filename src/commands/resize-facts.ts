@@ -2,6 +2,9 @@
 // partition and what it holds; all read natively (qemu-io), without the appliance.
 import type { Image } from '../formats/image.js';
 import { ImageInvalid, Refused } from '../util/errors.js';
+import { CommandFailed } from '../util/exec.js';
+import { check } from '../formats/qcow2/qemu-img.js';
+import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
 import { SECTOR_BYTES } from '../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../partitions/io.js';
 import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../partitions/table.js';
@@ -25,6 +28,36 @@ export interface DiskFacts {
   content?: Identified;
   /** A fully allocated ("plain") image: new space is allocated too. */
   plain: boolean;
+}
+
+/**
+ * Checks the container before anything reads guest data from it: qemu-img check for qcow2 (shared for queries),
+ * the ploop engine's validation for ploop; a modifying run also completes what an interrupted one left (ploop's
+ * in-use mark, a descriptor that disagrees with the delta).
+ */
+export async function assertConsistent(image: Image, mode: 'query' | 'modify', notice: (message: string) => void): Promise<void> {
+  if (image.format === 'qcow2') {
+    let result;
+    try {
+      result = await check(image.path, 'qcow2', mode === 'query');
+    } catch (error) {
+      if (error instanceof CommandFailed) throw new ImageInvalid(`qemu-img cannot check "${image.path}" (${error.stderr.trim().split('\n').pop() ?? 'unreadable'})`);
+      throw error;
+    }
+    if (result.corruptions > 0 || result.checkErrors > 0) {
+      throw new ImageInvalid(`qemu-img check finds ${result.corruptions} corruption(s) in "${image.path}"; repair it (qemu-img check -r all) first`);
+    }
+    return;
+  }
+  const ploop = openPloopImage(image.folder, { write: mode === 'modify' });
+  try {
+    if (mode === 'modify' && ploop.pendingRecovery.length > 0) {
+      notice(`Completing an interrupted operation on the ploop image first: ${ploop.pendingRecovery.join('; ')}.`);
+      recoverPloopImage(ploop);
+    }
+  } finally {
+    closePloopImage(ploop);
+  }
 }
 
 export function diskFile(image: Image): DiskFile {

@@ -3,7 +3,7 @@
 import type { Context } from './context.js';
 import type { ResizeInfoReport } from './report.js';
 import { openImage } from './open.js';
-import { readDiskFacts, type DiskFacts } from './resize-facts.js';
+import { assertConsistent, readDiskFacts, type DiskFacts } from './resize-facts.js';
 import { loadImage, guestDrive } from '../formats/image.js';
 import { GuestSession } from '../guest/session.js';
 import { minimumKeepingLayout, minimumResizingLast } from '../partitions/layout.js';
@@ -53,6 +53,7 @@ export async function resizeInfo(hdd: string, context: Context): Promise<ResizeI
   let session: GuestSession | undefined;
   try {
     const image = await loadImage(opened.ref);
+    await assertConsistent(image, 'query', context.notice);
     const facts = await readDiskFacts(image);
     const measured = await measureContent(facts, async () => {
       context.progress.step('Starting the appliance');

@@ -3,15 +3,13 @@
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
-import { readDiskFacts, diskFile } from './resize-facts.js';
+import { assertConsistent, readDiskFacts, diskFile } from './resize-facts.js';
 import { measureContent, sizeLimits, type SizeLimits } from './resize-info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan } from './resize-plan.js';
 import { Overlay, checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
-import { type ResizeState, closeGuest, committerFor, executeResize, launchGuest } from './resize-execute.js';
+import { type ResizeState, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './resize-execute.js';
 import { describePlan } from '../plan/plan.js';
 import { loadImage, type Image } from '../formats/image.js';
-import { check } from '../formats/qcow2/qemu-img.js';
-import { ImageInvalid } from '../util/errors.js';
 import { removeIfExists } from '../util/atomic.js';
 import { MiB } from '../util/units.js';
 import { debug } from '../util/log.js';
@@ -30,14 +28,6 @@ export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
   return 64 * MiB + Math.ceil(grown * 0.02) + Math.min(cut, image.hostBytes);
 }
 
-async function assertConsistent(image: Image): Promise<void> {
-  if (image.format !== 'qcow2') return;
-  const result = await check(image.path, 'qcow2');
-  if (result.corruptions > 0 || result.checkErrors > 0) {
-    throw new ImageInvalid(`qemu-img check finds ${result.corruptions} corruption(s) in "${image.path}"; repair it (qemu-img check -r all) before resizing`);
-  }
-}
-
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
   const opened = await openImage(request.hdd, 'modify');
   const state: ResizeState = {};
@@ -53,7 +43,8 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
         removeIfExists(stale);
       }
     }
-    await assertConsistent(image);
+    await assertConsistent(image, request.dryRun ? 'query' : 'modify', context.notice);
+    if (!request.dryRun && image.format === 'ploop') image = await loadImage(opened.ref);
     const hostBytesBefore = image.hostBytes;
     const facts = await readDiskFacts(image);
     let limits: SizeLimits | undefined;
@@ -87,7 +78,14 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       };
     }
     if (plan.usesOverlay && !state.overlay) checkFreeSpace(facts.disk, overlayBudgetBytes(image, plan));
-    await executeResize(plan, facts, state, context);
+    try {
+      await executeResize(plan, facts, state, context);
+    } catch (error) {
+      if (await rollbackGrow(facts, state, context).catch(() => false)) {
+        context.notice(`The image was shrunk back to its former ${facts.sizeBytes} bytes; nothing else had reached it.`);
+      }
+      throw error;
+    }
     const after = await loadImage(opened.ref);
     return {
       kind: 'change',
