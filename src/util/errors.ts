@@ -60,7 +60,8 @@ export class Refused extends ToolError {
 
 export class Interrupted extends ToolError {
   constructor(signal: string) {
-    super('interrupted', `Interrupted by ${signal}; the image was left as it was before the command.`);
+    // Steps are atomic or rolled back, but an interrupted multi-step command may have finished some of them.
+    super('interrupted', `Interrupted by ${signal}; the image is consistent (no step was left half-done). Run the same command again to complete the operation.`);
     this.name = 'Interrupted';
   }
 }

@@ -100,19 +100,12 @@ async function hostile(op: HostOp, image: BuiltImage, fault: string, allowedCode
  *    (ENOSPC), exit 10, and the image is left at the new size with its GPT not moved (no rollback).
  * B6 ploop resize grow, disk full: the delta is grown, then writing DiskDescriptor.xml fails (ENOSPC): exit 1
  *    "Internal error", the descriptor says 256 MiB and the delta 384 MiB.
- * B7 qcow2 convert, read-only: the temporary copy cannot be made, and removing it throws EROFS: exit 1 "Internal error".
- * B8 qcow2 resize and merge, read-only: no up-front check; exit 10 with qemu-img's or qemu-io's "Could not open ...:
- *    Read-only file system" instead of a clear refusal (3 or 8).
+ * B7 and B8 (read-only filesystem: internal error, qemu-img's EROFS) are fixed: every modifying command refuses a
+ *    read-only image up front with exit 8; the read-only cases below are plain tests.
  */
 const KNOWN: Record<string, string> = {
   'disk full|qcow2|resize grow': 'B5',
   'disk full|ploop|resize grow': 'B6',
-  'read-only|qcow2|convert --plain': 'B7',
-  'read-only|qcow2|convert --expanding': 'B7',
-  'read-only|qcow2|resize grow': 'B8',
-  'read-only|qcow2|resize shrink': 'B8',
-  'read-only|qcow2|merge': 'B8',
-  'read-only|qcow2|merge --external': 'B8',
 };
 
 function cases(fault: string, ops: HostOp[]): [string, HostOp, string | undefined][] {
