@@ -11,7 +11,8 @@ import { type ResizeState, closeGuest, committerFor, executeResize, launchGuest,
 import { describePlan } from '../plan/plan.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { removeIfExists } from '../util/atomic.js';
-import { MiB } from '../util/units.js';
+import { MiB, formatBytes } from '../util/units.js';
+import { requireFreeSpace } from '../util/space.js';
 import { debug } from '../util/log.js';
 
 export interface ResizeRequest {
@@ -26,6 +27,14 @@ export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
   const grown = Math.max(0, plan.toBytes - plan.fromBytes);
   const cut = Math.max(0, plan.fromBytes - plan.toBytes);
   return 64 * MiB + Math.ceil(grown * 0.02) + Math.min(cut, image.hostBytes);
+}
+
+/** Host bytes a grow writes: all of the new space on a plain image, else table growth (BAT, L1, refcounts) and the GPT. */
+function growthHostBytes(plan: ResizePlan): number {
+  const grow = plan.steps.find((step) => step.kind === 'grow-image');
+  if (!grow || grow.kind !== 'grow-image') return 0;
+  const grown = grow.toBytes - grow.fromBytes;
+  return grow.preallocate ? grown : Math.ceil(grown / 256) + 2 * MiB;
 }
 
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
@@ -77,6 +86,8 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
         warnings: [...plan.warnings, ...(limits?.warnings ?? [])],
       };
     }
+    const growth = growthHostBytes(plan);
+    if (growth > 0) requireFreeSpace(facts.disk.path, growth, 'growing the image');
     if (plan.usesOverlay && !state.overlay) checkFreeSpace(facts.disk, overlayBudgetBytes(image, plan));
     try {
       await executeResize(plan, facts, state, context);
@@ -93,7 +104,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       dryRun: false,
       unchanged: false,
       plan: lines,
-      messages: [`The disk was resized from ${facts.sizeBytes} to ${after.virtualSizeBytes} bytes.`, ...plan.advice],
+      messages: [`The disk was resized from ${formatBytes(facts.sizeBytes)} to ${formatBytes(after.virtualSizeBytes)}.`, ...plan.advice],
       facts: { ...facts0, sizeAfterBytes: after.virtualSizeBytes, hostBytesAfter: after.hostBytes, steps: plan.steps.map(describeStep) },
       warnings: [...plan.warnings, ...(limits?.warnings ?? [])],
     };

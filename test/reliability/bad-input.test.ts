@@ -7,7 +7,7 @@ import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, readSync, r
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
-import { FULL, clearError, cloneImage, fingerprint, fingerprintDiff, runCli, workDir } from './harness.js';
+import { clearError, cloneImage, fingerprint, fingerprintDiff, runCli, workDir } from './harness.js';
 import { standard } from './images.js';
 import { Tally } from './summary.js';
 
@@ -101,42 +101,18 @@ const modifying = (hdd: string): string[][] => [
   ['compact', '--hdd', hdd],
 ];
 
-/**
- * Known bug B3 (docs/reliability.md), owner: resize --info. On these corruptions `resize --info` does not check the
- * image: it exits 0 with a made-up answer (reading zeros: "Minimum 1M"), or 10 for a ploop whose header it cannot
- * use, instead of 4. The slow ones start the appliance on the corrupt image (about a minute each); they run in the
- * full matrix only.
- */
-const QCOW2_INFO_BUG: Record<string, 'fast' | 'slow'> = {
-  'truncated to 100 KiB': 'fast',
-  'truncated to half': 'slow',
-  'L1 table offset past the end': 'fast',
-  'refcount table offset past the end': 'slow',
-  'refcount table offset 0': 'slow',
-  'L2 entry pointing past the end': 'fast',
-};
-const PLOOP_INFO_BUG: Record<string, 'fast' | 'slow'> = {
-  signature: 'fast',
-  'cluster size 0': 'fast',
-  'cluster size not a power of two': 'fast',
-  'BAT entry out of range': 'fast',
-  'duplicate BAT entries': 'slow',
-  'truncated delta': 'fast',
-};
+// B3 (resize --info answering on corrupt images) is fixed: --info checks the image first, so every case is a plain test.
 
 /** `resize --info` on each corrupt image: exit 4 with one clear sentence; the known failures are marked. */
-function infoCases(key: 'qcow2' | 'ploop', cases: [string, (image: BuiltImage) => void][], bugs: Record<string, 'fast' | 'slow'>): void {
+function infoCases(key: 'qcow2' | 'ploop', cases: [string, (image: BuiltImage) => void][]): void {
   for (const [name, corrupt] of cases) {
-    const bug = bugs[name];
     const body = async (): Promise<void> => {
       const image = fresh(key);
       corrupt(image);
       const folder = key === 'qcow2' ? dirname(image.dataFile) : image.hdd;
       expect(await refuses(`${key} ${name}, --info`, folder, [['resize', '--hdd', image.hdd, '--info']], key, [4])).toEqual([]);
     };
-    if (bug === undefined) it(`${name}: resize --info says the image is corrupt (exit 4)`, body);
-    else if (bug === 'slow' && !FULL) it.skip(`B3 (slow, full matrix only): ${name}: resize --info says the image is corrupt (exit 4)`, body);
-    else it.fails(`B3: ${name}: resize --info says the image is corrupt (exit 4)`, body);
+    it(`${name}: resize --info says the image is corrupt (exit 4)`, body);
   }
 }
 
@@ -165,7 +141,7 @@ describe('corrupt qcow2', () => {
     const failures = await refuses(`qcow2 ${name}`, dirname(image.dataFile), modifying(image.hdd), 'qcow2');
     expect(failures).toEqual([]);
   });
-  infoCases('qcow2', cases, QCOW2_INFO_BUG);
+  infoCases('qcow2', cases);
 });
 
 /** The first BAT entries that map a cluster (the BAT follows the 64-byte header, u32 little-endian). */
@@ -202,7 +178,7 @@ describe('corrupt ploop', () => {
     const failures = await refuses(`ploop ${name}`, image.hdd, modifying(image.hdd), 'ploop');
     expect(failures).toEqual([]);
   });
-  infoCases('ploop', cases, PLOOP_INFO_BUG);
+  infoCases('ploop', cases);
 });
 
 describe('broken partition tables and filesystems', () => {

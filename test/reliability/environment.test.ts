@@ -104,8 +104,6 @@ async function hostile(op: HostOp, image: BuiltImage, fault: string, allowedCode
  *    read-only image up front with exit 8; the read-only cases below are plain tests.
  */
 const KNOWN: Record<string, string> = {
-  'disk full|qcow2|resize grow': 'B5',
-  'disk full|ploop|resize grow': 'B6',
 };
 
 function cases(fault: string, ops: HostOp[]): [string, HostOp, string | undefined][] {

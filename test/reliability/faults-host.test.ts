@@ -39,7 +39,7 @@ describe('known bugs found by the kill matrix', () => {
   // already at 384 MiB, the delta's in-use mark ("Ynot", byte 44) still set. The documented recovery (the same
   // command) must complete the operation; today it says "The disk is already 384 MiB; nothing to do." and exits 0
   // with the mark left, so qemu-img check finds 1 corruption and QEMU will not open the delta read-write.
-  it.fails('B1: the rerun after a kill at the end of a ploop grow clears the in-use mark', async () => {
+  it('B1 (fixed): the rerun after a kill at the end of a ploop grow clears the in-use mark', async () => {
     const dir = workDir('b1');
     try {
       const image = await standard('ploop', dir);
