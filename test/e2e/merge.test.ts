@@ -95,6 +95,8 @@ async function killAtProgress(args: string[], percent: number): Promise<number> 
         }
         if (event.event === 'progress' && (event.percent ?? 0) >= percent && seen < 0) {
           seen = event.percent!;
+          // Freeze the tool first so that it cannot start the next qemu-img between the listing and the kill.
+          process.kill(child.pid!, 'SIGSTOP');
           const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
           process.kill(child.pid!, 'SIGKILL');
           for (const kid of kids) {
