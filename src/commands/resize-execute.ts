@@ -6,7 +6,7 @@ import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js
 import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
 import { executePlan } from '../plan/plan.js';
-import { cancellation } from '../util/cancel.js';
+import { shielded } from '../util/cancel.js';
 import { GuestSession } from '../guest/session.js';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
 import { type DiskFile, writeSectors } from '../partitions/io.js';
@@ -29,12 +29,13 @@ export interface ResizeState {
  */
 export async function rollbackGrow(facts: DiskFacts, state: ResizeState, context: Context): Promise<boolean> {
   const from = state.grownFrom;
-  if (from === undefined || cancellation.aborted) return false;
+  if (from === undefined) return false;
   delete state.grownFrom;
   await closeGuest(state);
   state.overlay?.discard();
   delete state.overlay;
-  await resizeImage(facts, from, 'shrink', false, context);
+  // Even after SIGINT/SIGTERM: the grown space is still outside every partition, and shrinking it back is quick.
+  await shielded(() => resizeImage(facts, from, 'shrink', false, context));
   return true;
 }
 

@@ -11,8 +11,28 @@ export function cancel(signalName: string): void {
   if (!controller.signal.aborted) controller.abort(new Interrupted(signalName));
 }
 
+let shieldDepth = 0;
+
+/** True while a rollback runs: it must finish even though the user interrupted the command. */
+export function isCancelled(): boolean {
+  return controller.signal.aborted && shieldDepth === 0;
+}
+
 export function throwIfCancelled(): void {
-  if (controller.signal.aborted) throw controller.signal.reason;
+  if (isCancelled()) throw controller.signal.reason;
+}
+
+/**
+ * Runs `work` (a rollback that restores the image) even after an interruption: subprocesses start and are not
+ * killed, and cancellation checks pass. A second signal still ends the tool at once (cli/main.ts).
+ */
+export async function shielded<T>(work: () => Promise<T>): Promise<T> {
+  shieldDepth++;
+  try {
+    return await work();
+  } finally {
+    shieldDepth--;
+  }
 }
 
 /** Registers an action for every exit path; returns a function that unregisters it once done normally. */

@@ -1,7 +1,7 @@
 // The one place that starts external programs: argument arrays, LC_ALL=C, timeouts, process-group kill.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ToolError } from './errors.js';
-import { cancellation } from './cancel.js';
+import { cancellation, isCancelled } from './cancel.js';
 import { debug } from './log.js';
 
 export interface RunOptions {
@@ -91,7 +91,7 @@ export function run(tool: string, args: readonly string[], options: RunOptions =
   const argv = [tool, ...args];
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    if (cancellation.aborted) {
+    if (isCancelled()) {
       reject(cancellation.reason);
       return;
     }
@@ -134,7 +134,7 @@ export function run(tool: string, args: readonly string[], options: RunOptions =
     child.on('close', (code, signal) => {
       finish();
       debug(`+ ${quoteArgv(argv)} (${((Date.now() - started) / 1000).toFixed(2)} s, exit ${code ?? signal})`);
-      if (cancellation.aborted) {
+      if (isCancelled()) {
         reject(cancellation.reason);
       } else if (timedOut) {
         reject(new CommandFailed(argv, code, signal, stderr, `timed out after ${options.timeoutMs} ms`));
