@@ -73,7 +73,7 @@ export function planQcow2Convert(facts: Qcow2ConvertFacts, target: ConvertTarget
     { kind: 'check-copy', temp },
     { kind: 'replace', temp, path: facts.path },
   );
-  return { summary: `Convert ${facts.path} to a ${kind} image through a copy beside it and an atomic rename.`, steps };
+  return { summary: `Convert ${facts.path} to ${target === 'plain' ? 'a' : 'an'} ${kind} image through a copy beside it and an atomic rename.`, steps };
 }
 
 function keepOptions(specific: Record<string, unknown>, clusterSize: number | undefined): string[] {
