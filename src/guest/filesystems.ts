@@ -14,14 +14,6 @@ export async function vfsType(guest: GuestSession, device: string): Promise<stri
   return probe.ok ? probe.out.trim() : '';
 }
 
-export async function vfsUuid(guest: GuestSession, device: string): Promise<string> {
-  return (await guest.call('vfs-uuid', device)).trim();
-}
-
-export async function vfsLabel(guest: GuestSession, device: string): Promise<string> {
-  return (await guest.call('vfs-label', device)).replace(/\n$/, '');
-}
-
 export async function mount(guest: GuestSession, device: string, mountpoint = '/', options?: string): Promise<void> {
   if (options !== undefined) await guest.call('mount-options', options, device, mountpoint);
   else await guest.call('mount', device, mountpoint);

@@ -2,25 +2,9 @@
 import type { GuestSession } from './session.js';
 import { parseStructList, parseLines } from './parse.js';
 
-export interface PhysicalVolume {
-  device: string;
-  uuid: string;
-  sizeBytes: number;
-  freeBytes: number;
-}
-
 export interface LogicalVolume {
   path: string; // /dev/VG/LV
   sizeBytes: number;
-}
-
-export async function physicalVolumes(guest: GuestSession): Promise<PhysicalVolume[]> {
-  return parseStructList(await guest.call('pvs-full')).map((pv) => ({
-    device: pv.pv_name ?? '',
-    uuid: pv.pv_uuid ?? '',
-    sizeBytes: Number(pv.pv_size),
-    freeBytes: Number(pv.pv_free),
-  }));
 }
 
 /** Logical volumes in the order LVM lists them; sizes come from lvs-full, paths from lvs (same order). */
@@ -41,10 +25,6 @@ export async function lvresize(guest: GuestSession, lv: string, sizeMiB: number)
 
 export async function lvresizeFree(guest: GuestSession, lv: string, percent = 100): Promise<void> {
   await guest.call('lvresize-free', lv, percent);
-}
-
-export async function activateAll(guest: GuestSession, active: boolean): Promise<void> {
-  await guest.call('vg-activate-all', active);
 }
 
 export interface VolumeGroup {

@@ -1,6 +1,6 @@
 // Typed partition calls in the appliance: the table as libguestfs (parted/sgdisk) sees it, and edits.
 import type { GuestSession } from './session.js';
-import { parseStructList, intField, field, parseLines } from './parse.js';
+import { parseStructList, intField, parseLines } from './parse.js';
 
 export type TableType = 'gpt' | 'msdos' | 'unknown';
 
@@ -69,11 +69,6 @@ export async function resizePartition(guest: GuestSession, device: string, numbe
   await guest.call('part-resize', device, number, endSector);
 }
 
-/** Moves the GPT backup header and entries to the end of a grown disk. */
-export async function expandGpt(guest: GuestSession, device: string): Promise<void> {
-  await guest.call('part-expand-gpt', device);
-}
-
 export async function deviceSizeBytes(guest: GuestSession, device: string): Promise<number> {
   return Number((await guest.call('blockdev-getsize64', device)).trim());
 }
@@ -82,8 +77,3 @@ export async function listDevices(guest: GuestSession): Promise<string[]> {
   return parseLines(await guest.call('list-devices'));
 }
 
-export function partitionDevice(device: string, number: number): string {
-  return `${device}${number}`;
-}
-
-export { field };

@@ -7,10 +7,6 @@ export function setVerbose(on: boolean): void {
   verbose = on;
 }
 
-export function isVerbose(): boolean {
-  return verbose;
-}
-
 /** Redirect log lines (the CLI sends them as NDJSON under --json). */
 export function setLogSink(write: (line: string) => void): void {
   sink = write;

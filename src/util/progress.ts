@@ -8,9 +8,3 @@ export interface Progress {
   /** The current step is finished. */
   done(): void;
 }
-
-export const silentProgress: Progress = {
-  step: () => undefined,
-  update: () => undefined,
-  done: () => undefined,
-};
