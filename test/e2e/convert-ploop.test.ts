@@ -2,10 +2,12 @@
 // bounds (st_blocks), content checked with qemu-img compare against a raw copy made before, DiskDescriptor.xml's
 // Preallocated, refusals and --dry-run byte-for-byte, kill -9 mid-allocation then a run that completes.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sums, allocated } from '../helpers/images.js';
+import { cli } from '../helpers/cli.js';
 
 const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
@@ -20,26 +22,6 @@ function freshDir(): string {
   const dir = join(root, `case${++counter}`);
   execFileSync('mkdir', ['-p', dir]);
   return dir;
-}
-function sums(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
-  return out;
-}
-/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
-async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  const out = { status, stdout, stderr };
-  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
-  return out;
-}
-function allocated(file: string): number {
-  return statSync(file).blocks * 512;
 }
 function sameContent(raw: string, delta: string): boolean {
   return spawnSync('qemu-img', ['compare', '-U', '-f', 'raw', '-F', 'parallels', raw, delta]).status === 0;

@@ -6,6 +6,8 @@ import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { qemuImg, qemuIo, info, identical, allocated, sums } from '../helpers/images.js';
+import { cli } from '../helpers/cli.js';
 
 const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
@@ -18,41 +20,9 @@ function freshDir(): string {
   execFileSync('mkdir', ['-p', dir]);
   return dir;
 }
-function qemuImg(...args: string[]): string {
-  return execFileSync('qemu-img', args, { encoding: 'utf8' });
-}
-function qemuIo(file: string, ...commands: string[]): void {
-  execFileSync('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
-}
-function info(file: string): Record<string, unknown> {
-  return JSON.parse(qemuImg('info', '--output=json', '-U', '-f', 'qcow2', file)) as Record<string, unknown>;
-}
-function identical(a: string, b: string): boolean {
-  return spawnSync('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
-}
 function checkClean(file: string): void {
   const result = spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' });
   expect(result.status, `qemu-img check ${file}: ${result.stdout}`).toBe(0);
-}
-function allocated(file: string): number {
-  return statSync(file).blocks * 512;
-}
-function sums(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
-  return out;
-}
-/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
-async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  const out = { status, stdout, stderr };
-  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
-  return out;
 }
 
 /** Runs the CLI and sends `signal` to it (SIGKILL: also to its qemu-img child, a power cut) once progress reaches `percent`. */

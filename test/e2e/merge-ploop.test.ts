@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { execFile } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sums } from '../helpers/images.js';
+import { cli } from '../helpers/cli.js';
 
 const run = promisify(execFile);
 
@@ -26,23 +28,6 @@ function freshDir(): string {
 }
 function qemuIo(file: string, ...commands: string[]): void {
   execFileSync('qemu-io', ['-f', 'parallels', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
-}
-function sums(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir).sort()) out[name] = execFileSync('sha256sum', [join(dir, name)], { encoding: 'utf8' }).split(' ')[0]!;
-  return out;
-}
-/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
-async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  const out = { status, stdout, stderr };
-  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
-  return out;
 }
 
 interface Chain {

@@ -2,11 +2,12 @@
 // against a flattened copy made before, refusals checked to change no byte, kill -9 mid-commit checked to leave a
 // usable image with the same content.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { qemuImg, qemuIo, info, identical, sums } from '../helpers/images.js';
+import { cli } from '../helpers/cli.js';
 
 const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const root = mkdtempSync(join(tmpdir(), 'prl-merge-e2e-'));
@@ -19,18 +20,6 @@ function freshDir(): string {
   return dir;
 }
 
-function qemuImg(...args: string[]): string {
-  return execFileSync('qemu-img', args, { encoding: 'utf8' });
-}
-function qemuIo(file: string, ...commands: string[]): void {
-  execFileSync('qemu-io', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
-}
-function info(file: string): Record<string, unknown> {
-  return JSON.parse(qemuImg('info', '--output=json', '-U', '-f', 'qcow2', file)) as Record<string, unknown>;
-}
-function identical(a: string, b: string): boolean {
-  return spawnSync('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
-}
 function checkClean(file: string): void {
   const report = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
   expect(report.corruptions ?? 0, `qemu-img check ${file}`).toBe(0);
@@ -38,25 +27,7 @@ function checkClean(file: string): void {
 function flatten(top: string, out: string): void {
   qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', top, out);
 }
-/** sha256 of every file in the folder (hidden ones too), to prove a refusal changed nothing. */
-function sums(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir).sort()) out[name] = createHash('sha256').update(readFileSync(join(dir, name))).digest('hex');
-  return out;
-}
 
-/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
-async function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string; json?: Record<string, unknown> }> {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const status = await new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  const out = { status, stdout, stderr };
-  if (args.includes('--json') && status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
-  return out;
-}
 
 /** A chain of `n` qcow2 files (l0 base … top), each layer writing its own pattern over part of the one below, plus zeroes. */
 function buildChain(dir: string, n: number, sizeMiB = 64): string[] {

@@ -32,3 +32,19 @@ export function runCliSync(args: readonly string[]): CliResult {
   const result = spawnSync(process.execPath, [cliPath(), ...args], { encoding: 'utf8' });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+export interface JsonCliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+  /** The JSON report, when --json was given and the command succeeded. */
+  json?: Record<string, unknown>;
+}
+
+/** Runs the built CLI without blocking the worker (vitest's RPC times out when the event loop stalls). */
+export async function cli(...args: string[]): Promise<JsonCliResult> {
+  const { code, stdout, stderr } = await runCli(args);
+  const out = { status: code ?? -1, stdout, stderr };
+  if (args.includes('--json') && out.status === 0) return { ...out, json: JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown> };
+  return out;
+}
