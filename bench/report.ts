@@ -70,7 +70,9 @@ function row(c: Comparison): string[] {
 export function verdicts(comparisons: Comparison[], scale: string): Verdict[] {
   const out: Verdict[] = [];
   const judged = (c: Comparison, target: string, value: string, met: boolean): void => {
-    out.push({ target, image: c.image, op: c.op, value, status: !c.ours.ok ? 'FAILED' : !c.peerSide.ok ? 'n/a' : met ? 'met' : 'not met' });
+    // A row whose set-up failed never ran our command: n/a, with the set-up failure listed under the table.
+    const setUp = !c.ours.ok && c.ours.steps[0]?.argv.length === 0;
+    out.push({ target, image: c.image, op: c.op, value: setUp ? 'set-up failed' : value, status: setUp ? 'n/a' : !c.ours.ok ? 'FAILED' : !c.peerSide.ok ? 'n/a' : met ? 'met' : 'not met' });
   };
   for (const c of comparisons) {
     const t = ratio(c.ours.wallMs, c.peerSide.wallMs) ?? Infinity;

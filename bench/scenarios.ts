@@ -154,7 +154,8 @@ export async function runComparisons(ctx: BenchContext, base: BuiltImage, work: 
         [
           { argv: ['guestfish', '--rw', `--format=${fmt}`, '-a', y.dataFile, 'run', ':', ...shrinkFs] },
           { argv: ['qemu-img', 'create', '-q', '-f', fmt, out, `${ctx.scale.shrinkMiB}M`] },
-          { argv: ['virt-resize', '--shrink', '/dev/sda2', '--format', fmt, '--output-format', fmt, y.dataFile, out] },
+          // After one ntfsresize the volume is marked for chkdsk, and virt-resize's own ntfsresize would refuse it.
+          { argv: ['virt-resize', '--shrink', '/dev/sda2', ...(base.content === 'ntfs' ? ['--ntfsresize-force'] : []), '--format', fmt, '--output-format', fmt, y.dataFile, out] },
         ],
         [b],
       );
