@@ -114,11 +114,14 @@ export async function gatherQcow2ConvertFacts(path: string): Promise<Qcow2Conver
   };
   if (layer.unsupported) facts.unsupported = layer.unsupported;
   if (facts.hasBacking || facts.unsupported || facts.snapshots > 0 || facts.corrupt) return facts;
-  facts.plain = hostBytes >= layer.virtualSizeBytes && (await map(path, 'qcow2')).every((extent) => extent.offset !== undefined);
-  facts.requiredBytes = {
-    plain: await measure(path, ['preallocation=falloc', ...keep].join(',')),
-    expanding: await measure(path, ['preallocation=off', ...keep].join(',')),
-  };
+  // Independent read-only queries: run them side by side (each walks the image's tables).
+  const [extents, plain, expanding] = await Promise.all([
+    map(path, 'qcow2'),
+    measure(path, ['preallocation=falloc', ...keep].join(',')),
+    measure(path, ['preallocation=off', ...keep].join(',')),
+  ]);
+  facts.plain = hostBytes >= layer.virtualSizeBytes && extents.every((extent) => extent.offset !== undefined);
+  facts.requiredBytes = { plain, expanding };
   return facts;
 }
 
