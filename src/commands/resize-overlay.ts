@@ -8,7 +8,7 @@ import { onExit } from '../util/cancel.js';
 import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../util/atomic.js';
 import { ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
-import { qemuImg, parseProgress } from '../formats/qcow2/qemu-img.js';
+import { qemuImg, parseProgress, repairLeaks } from '../formats/qcow2/qemu-img.js';
 import type { DiskFile } from '../partitions/io.js';
 import type { Progress } from '../util/progress.js';
 
@@ -53,6 +53,8 @@ export async function finishInterruptedCommit(disk: DiskFile, progress: Progress
   await commitInto(pending, progress, committer);
   removeIfExists(pending);
   fsyncDirectoryOf(pending);
+  // The killed commit may have allocated clusters it never used; the rerun's commit does not reuse them.
+  if (disk.format === 'qcow2') await repairLeaks(disk.path);
   return true;
 }
 

@@ -109,6 +109,17 @@ export async function check(path: string, format: QemuFormat, shareLock = false)
   };
 }
 
+/**
+ * Frees clusters that an interrupted write left allocated but unused (qemu-img check's "leaks"). Leaks are
+ * harmless and their repair only touches refcounts, never data; corruptions are not repaired here.
+ */
+export async function repairLeaks(path: string): Promise<number> {
+  const found = await check(path, 'qcow2');
+  if (found.leaks === 0 || found.corruptions > 0) return 0;
+  await run('qemu-img', ['check', '-r', 'leaks', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000 });
+  return found.leaks;
+}
+
 /** qemu-img subcommand runner for the commands that change images (resize, convert, commit, snapshot). */
 export async function qemuImg(args: readonly string[], options: RunOptions = {}): Promise<string> {
   return (await run('qemu-img', args, options)).stdout;
