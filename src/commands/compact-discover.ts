@@ -58,3 +58,15 @@ export async function discoverFreeSpace(backing: string, format: QemuFormat, clu
     overlay.remove();
   }
 }
+
+/** What compact --info reports, measured the same way for qcow2 and ploop. */
+export interface BlockEstimate {
+  clusterBytes: number;
+  totalBlocks: number;
+  allocatedBlocks: number;
+  usedBlocks: number;
+  reclaimableBytes: number;
+  heldByLowerLayersBytes: number;
+  session: TrimSession;
+  warnings: string[];
+}

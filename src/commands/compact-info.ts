@@ -6,11 +6,25 @@ import { loadImage } from '../formats/image.js';
 import { closePloopImage } from '../formats/ploop/image.js';
 import { estimateQcow2 } from './compact-qcow2.js';
 import { estimatePloop, openForCompact } from './compact-ploop.js';
+import type { BlockEstimate } from './compact-discover.js';
 
 export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
   const report = await measure(hdd, context);
   for (const warning of report.warnings) context.notice(warning);
   return report;
+}
+
+function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
+  return {
+    kind: 'compact-info',
+    blockSizeBytes: estimate.clusterBytes,
+    totalBlocks: estimate.totalBlocks,
+    allocatedBlocks: estimate.allocatedBlocks,
+    usedBlocks: estimate.usedBlocks,
+    reclaimableBytes: estimate.reclaimableBytes,
+    heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
+    warnings: [...notes, ...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
+  };
 }
 
 async function measure(hdd: string, context: Context): Promise<CompactInfoReport> {
@@ -19,32 +33,12 @@ async function measure(hdd: string, context: Context): Promise<CompactInfoReport
     if (opened.ref.format === 'qcow2') {
       const image = await loadImage(opened.ref);
       if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
-      const estimate = await estimateQcow2(image, context);
-      return {
-        kind: 'compact-info',
-        blockSizeBytes: estimate.clusterBytes,
-        totalBlocks: estimate.totalBlocks,
-        allocatedBlocks: estimate.allocatedBlocks,
-        usedBlocks: estimate.usedBlocks,
-        reclaimableBytes: estimate.reclaimableBytes,
-        heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
-        warnings: [...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
-      };
+      return toReport(await estimateQcow2(image, context), []);
     }
     const notes: string[] = [];
     const image = openForCompact(opened.ref.folder, false, notes);
     try {
-      const estimate = await estimatePloop(image, context);
-      return {
-        kind: 'compact-info',
-        blockSizeBytes: estimate.clusterBytes,
-        totalBlocks: estimate.totalBlocks,
-        allocatedBlocks: estimate.allocatedBlocks,
-        usedBlocks: estimate.usedBlocks,
-        reclaimableBytes: estimate.reclaimableBytes,
-        heldByLowerLayersBytes: estimate.heldByLowerLayersBytes,
-        warnings: [...notes, ...estimate.warnings, ...estimate.session.skipped.map(capitalize)],
-      };
+      return toReport(await estimatePloop(image, context), notes);
     } finally {
       closePloopImage(image);
     }

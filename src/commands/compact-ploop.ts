@@ -6,23 +6,15 @@ import { countBlocks, describeCompactStep, executeCompact, planCompact, type Com
 import { NotSupported } from '../util/errors.js';
 import { MiB } from '../util/units.js';
 import type { Context } from './context.js';
-import { discoverFreeSpace, type TrimSession } from './compact-discover.js';
+import { discoverFreeSpace, type BlockEstimate } from './compact-discover.js';
 import { coveredClusters, intersect, normalize, totalBytes, type Range } from './compact-ranges.js';
 import { map } from '../formats/qcow2/qemu-img.js';
 
 /** qcow2 clusters stop at 2 MiB; a larger ploop cluster is free when every overlay cluster in it is. */
 const MAX_OVERLAY_CLUSTER_BYTES = 2 * MiB;
 
-export interface PloopEstimate {
-  clusterBytes: number;
-  totalBlocks: number;
-  allocatedBlocks: number;
-  usedBlocks: number;
-  reclaimableBytes: number;
-  heldByLowerLayersBytes: number;
+export interface PloopEstimate extends BlockEstimate {
   plan: CompactPlan;
-  session: TrimSession;
-  warnings: string[];
 }
 
 function refuseChain(image: PloopImage): void {

@@ -3,22 +3,11 @@ import { map, type MapExtent } from '../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
 import { checkQcow2, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
-import { discoverFreeSpace, trimDisk, type TrimSession } from './compact-discover.js';
+import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './compact-discover.js';
 import { coveredClusters, intersect, normalize, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
 import { hostAllocatedBytes } from '../util/space.js';
 
 const DEFAULT_CLUSTER_BYTES = 65536;
-
-export interface Qcow2Estimate {
-  clusterBytes: number;
-  totalBlocks: number;
-  allocatedBlocks: number;
-  usedBlocks: number;
-  reclaimableBytes: number;
-  heldByLowerLayersBytes: number;
-  session: TrimSession;
-  warnings: string[];
-}
 
 export function clusterBytesOf(image: Qcow2Image): number {
   return image.chain[0]!.clusterSize ?? DEFAULT_CLUSTER_BYTES;
@@ -45,7 +34,7 @@ export function heldByLowerLayers(extents: readonly MapExtent[], free: readonly 
   return totalBytes(intersect(lower, free));
 }
 
-export async function estimateQcow2(image: Qcow2Image, context: Context): Promise<Qcow2Estimate> {
+export async function estimateQcow2(image: Qcow2Image, context: Context): Promise<BlockEstimate> {
   const clusterBytes = clusterBytesOf(image);
   const warnings: string[] = [];
   const check = await checkQcow2(image.path, true);
