@@ -52,7 +52,10 @@ describe('compact qcow2', () => {
     await tool('virt-sparsify', ['--in-place', '--format', 'qcow2', copy], { env: { LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' } });
     const sparsifyFreed = sparsifyBefore - hostBytes(copy);
     console.log(`qcow2 ${table} ${content}: best ${best}, estimate ${info.reclaimableBytes}, freed ${result.freedBytes}, virt-sparsify freed ${sparsifyFreed}, after ${after}`);
-    expect(result.freedBytes).toBeGreaterThanOrEqual(sparsifyFreed);
+    // btrfs writes copy-on-write metadata into free space at every read-write mount, so two runs of the same trim
+    // differ by a few clusters (seen: ±2 MiB either way); elsewhere the comparison is exact.
+    const noise = content === 'btrfs' ? 2 * 1024 * 1024 : 0;
+    expect(result.freedBytes).toBeGreaterThanOrEqual(sparsifyFreed - noise);
 
     await verifyImage(built);
     rmSync(copy, { force: true });
