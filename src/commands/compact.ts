@@ -11,6 +11,7 @@ import { compactQcow2, estimateQcow2 } from './compact-qcow2.js';
 import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './compact-ploop.js';
 import { capitalize } from './compact-info.js';
 import { hostAllocatedBytes } from '../util/space.js';
+import { findStaleTemporaries, removeIfExists } from '../util/atomic.js';
 
 interface Outcome {
   plan: string[];
@@ -85,6 +86,11 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
   const opened = await openImage(hdd, 'modify');
   try {
     const image = await loadImage(opened.ref);
+    if (!dryRun) {
+      // Under the exclusive lock no run of ours is alive: overlays beside the image are a killed run's leftovers.
+      const dataFile = image.format === 'qcow2' ? image.path : image.deltas[0]!;
+      for (const stale of findStaleTemporaries(dataFile, 'compact-overlay')) removeIfExists(stale);
+    }
     const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image.folder, dryRun, context);
     for (const warning of outcome.warnings) context.notice(warning);
     const unchanged = outcome.freedBytes === 0;

@@ -2,9 +2,9 @@
 import type { Context } from './context.js';
 import { map, parseProgress, qemuImg, check } from '../formats/qcow2/qemu-img.js';
 import { readLayer } from './merge-chain.js';
-import { copyOwnership, findStaleTemporaries } from './merge-host.js';
+import { copyOwnership } from './merge-host.js';
 import type { Plan } from '../plan/plan.js';
-import { commitRename, fsyncPath, removeIfExists } from '../util/atomic.js';
+import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '../util/atomic.js';
 import { onExit } from '../util/cancel.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';

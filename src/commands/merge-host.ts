@@ -1,6 +1,5 @@
-// Host-side chores shared by merge and convert: ownership, stale temporaries, qcow2 image-opts and checks.
-import { chownSync, chmodSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+// Host-side chores shared by merge and convert: ownership, qcow2 image-opts and checks.
+import { chownSync, chmodSync, statSync } from 'node:fs';
 import { ImageInvalid } from '../util/errors.js';
 import { check } from '../formats/qcow2/qemu-img.js';
 
@@ -14,17 +13,6 @@ export function copyOwnership(model: string, target: string): void {
 /** True when both paths live on the same filesystem, so that a rename between them is atomic. */
 export function sameFilesystem(a: string, b: string): boolean {
   return statSync(a).dev === statSync(b).dev;
-}
-
-/**
- * Temporaries a killed run of ours left beside `image` (tempPathBeside names). Only meaningful while holding
- * the image's exclusive lock: then no live run of ours can own them, and they may be removed.
- */
-export function findStaleTemporaries(image: string, purpose: string): string[] {
-  const prefix = `.${basename(image)}.${purpose}-`;
-  return readdirSync(dirname(image))
-    .filter((name) => name.startsWith(prefix) && name.endsWith('.prl-tmp') && /^[0-9a-f]{8}$/.test(name.slice(prefix.length, -'.prl-tmp'.length)))
-    .map((name) => join(dirname(image), name));
 }
 
 /** A qcow2 file named for --image-opts (qemu-img snapshot has no -f): the format is never probed. */

@@ -1,11 +1,22 @@
 // Crash-safe file replacement and temporary names beside an image.
-import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, constants } from 'node:fs';
+import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, readdirSync, constants } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /** A unique, recognisable name in the same folder (same filesystem, so rename is atomic). */
 export function tempPathBeside(path: string, purpose: string): string {
   return join(dirname(path), `.${basename(path)}.${purpose}-${randomBytes(4).toString('hex')}.prl-tmp`);
+}
+
+/**
+ * Temporaries a killed run of ours left beside `image` (tempPathBeside names). Only meaningful while holding
+ * the image's exclusive lock: then no live run of ours can own them, and they may be removed.
+ */
+export function findStaleTemporaries(image: string, purpose: string): string[] {
+  const prefix = `.${basename(image)}.${purpose}-`;
+  return readdirSync(dirname(image))
+    .filter((name) => name.startsWith(prefix) && name.endsWith('.prl-tmp') && /^[0-9a-f]{8}$/.test(name.slice(prefix.length, -'.prl-tmp'.length)))
+    .map((name) => join(dirname(image), name));
 }
 
 export function fsyncPath(path: string): void {

@@ -55,11 +55,12 @@ async function signalCell(op: HostOp, sig: (typeof SIGNALS)[number], fractions: 
       const label = `${sig} at ${delayMs} ms of ${measured.ms}`;
       const problems: string[] = [];
       if (result.code === null && result.signal === sig) {
-        // Signalled before main.ts had installed its handlers (while Node loads the modules): the default action
-        // ends the process, which a shell reports as 128 + the signal's number. Nothing may have changed yet.
+        // Signalled while Node loads the modules (before main.ts installs its handlers) or while it tears down after
+        // main() returned: the default action ends the process. The image must then be as before, or completed.
         early++;
-        const state = op.before(copy);
-        if (state !== undefined) problems.push(`killed by ${sig} before its handlers were installed, yet the image changed: ${state}`);
+        const before = op.before(copy);
+        const after = op.after(copy);
+        if (before !== undefined && after !== undefined) problems.push(`killed by ${sig} outside its handlers, and the image is neither as before (${before}) nor completed (${after})`);
       } else if (result.code === 130) {
         interrupted++;
         const state = op.before(copy);

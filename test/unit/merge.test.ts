@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { planSnapshotMerge, describeSnapshotStep } from '../../src/commands/merge.js';
 import { planExternalMerge, describeExternalStep, type ChainFacts } from '../../src/commands/merge-external.js';
-import { findStaleTemporaries, qcow2ImageOpts } from '../../src/commands/merge-host.js';
+import { qcow2ImageOpts } from '../../src/commands/merge-host.js';
+import { findStaleTemporaries } from '../../src/util/atomic.js';
 import { ToolError } from '../../src/util/errors.js';
 
 const MiB = 1024 * 1024;
