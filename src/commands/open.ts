@@ -16,10 +16,6 @@ export interface OpenedImage {
   lock: HeldLock;
 }
 
-/**
- * Shared lock for queries (works on a read-only file), exclusive for changes. A modifying command also
- * asks qemu-img to take QEMU's own image lock, which fails while a VM has the image open.
- */
 function writable(path: string): boolean {
   try {
     accessSync(path, constants.W_OK);
@@ -50,6 +46,10 @@ function lockPathFor(ref: ImageRef, mode: 'query' | 'modify'): string {
   return ref.lockPath;
 }
 
+/**
+ * Shared lock for queries (works on a read-only file), exclusive for changes. A modifying command also
+ * asks qemu-img to take QEMU's own image lock, which fails while a VM has the image open.
+ */
 export async function openImage(hdd: string, mode: 'query' | 'modify'): Promise<OpenedImage> {
   const ref = resolveHdd(hdd);
   if (mode === 'modify') requireWritable(ref, hdd);
