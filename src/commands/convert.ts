@@ -22,7 +22,7 @@ export async function runConvert(request: ConvertRequest, context: Context): Pro
     const facts = await gatherQcow2ConvertFacts(path);
     const temp = tempPathBeside(path, 'convert');
     const plan = planQcow2Convert(facts, request.target, temp);
-    const warnings = plan.steps.length > 0 ? await requireConsistentQcow2(path) : [];
+    const warnings = plan.steps.length > 0 ? (await requireConsistentQcow2(path)).warnings : [];
     const lines = describePlan(plan, describeConvertStep);
     const common = { path, target: request.target, sizeBeforeBytes: facts.virtualSizeBytes, sizeAfterBytes: facts.virtualSizeBytes, hostBytesBefore: facts.hostBytes };
     if (plan.steps.length === 0 || request.dryRun) {

@@ -134,7 +134,7 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
       if (!layer.dirty) await requireNoWriterConflict(layer.path);
     }
     const warnings: string[] = [];
-    for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)));
+    for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)).warnings);
     const chain = layers.map((layer) => ({ ...layer, hostBytes: hostAllocatedBytes(layer.path) }));
     const base = chain[chain.length - 1]!;
     const plan = planExternalMerge({

@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
 import { loadImage, type Qcow2Image } from '../formats/image.js';
-import { qemuImg, infoChain, type Snapshot } from '../formats/qcow2/qemu-img.js';
+import { qemuImg, infoChain, repairLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
 import { resolveHdd } from '../formats/resolve.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { ImageInvalid, ToolError } from '../util/errors.js';
@@ -16,25 +16,33 @@ import { hostAllocatedBytes } from '../util/space.js';
 
 export type MergeRequest = Extract<Request, { kind: 'merge' }>;
 
-export type SnapshotStep = { kind: 'delete-snapshot'; path: string; id: string; name: string };
+export type SnapshotStep =
+  | { kind: 'repair-leaks'; path: string; leaks: number }
+  | { kind: 'delete-snapshot'; path: string; id: string; name: string };
 
 export function describeSnapshotStep(step: SnapshotStep): string {
+  if (step.kind === 'repair-leaks') {
+    return `Free the ${step.leaks} leaked cluster(s) of ${step.path} (qemu-img check -r leaks); only refcounts change.`;
+  }
   return `Delete the internal snapshot ${step.id} ("${step.name}") of ${step.path}; the current state is not touched.`;
 }
 
 /**
  * qemu-img snapshot -d finds a snapshot by NAME only (qemu 7.2 bdrv_snapshot_find), taking the first one in
  * table order. Deleting in table order therefore always removes the intended snapshot, even when names repeat
- * or a name looks like another snapshot's id.
+ * or a name looks like another snapshot's id. Leaked clusters, which a merge killed halfway leaves behind,
+ * are freed first, so that rerunning merge is the whole recovery.
  */
-export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[]): Plan<SnapshotStep> {
-  return {
-    summary:
-      snapshots.length === 0
-        ? `${path} has no internal snapshots; nothing to merge.`
-        : `Delete all ${snapshots.length} internal snapshot(s) of ${path}, keeping its current state.`,
-    steps: snapshots.map((s) => ({ kind: 'delete-snapshot', path, id: s.id, name: s.name })),
-  };
+export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[], leaks = 0): Plan<SnapshotStep> {
+  const repair: SnapshotStep[] = leaks > 0 ? [{ kind: 'repair-leaks', path, leaks }] : [];
+  const deletions: SnapshotStep[] = snapshots.map((s) => ({ kind: 'delete-snapshot', path, id: s.id, name: s.name }));
+  let summary = `Delete all ${snapshots.length} internal snapshot(s) of ${path}, keeping its current state.`;
+  if (snapshots.length === 0) {
+    summary = leaks > 0
+      ? `${path} has no internal snapshots; free the ${leaks} leaked cluster(s) an interrupted run left.`
+      : `${path} has no internal snapshots; nothing to merge.`;
+  }
+  return { summary, steps: [...repair, ...deletions] };
 }
 
 async function mergeSnapshots(request: MergeRequest, context: Context): Promise<ChangeReport> {
@@ -43,8 +51,9 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     const image = (await loadImage(opened.ref)) as Qcow2Image;
     const top = image.chain[0]!;
     if (top.corrupt) throw new ImageInvalid(`The qcow2 image "${image.path}" is marked corrupt; repair it with "qemu-img check -r all" first`);
-    const warnings = await requireConsistentQcow2(image.path);
-    const plan = planSnapshotMerge(image.path, image.snapshots);
+    const { leaks } = await requireConsistentQcow2(image.path);
+    const plan = planSnapshotMerge(image.path, image.snapshots, leaks);
+    const warnings: string[] = [];
     const lines = describePlan(plan, describeSnapshotStep);
     const hostBytesBefore = hostAllocatedBytes(image.path);
     const messages: string[] = [];
@@ -63,7 +72,8 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     let done = 0;
     context.progress.step('Deleting internal snapshots');
     await executePlan(plan, describeSnapshotStep, async (step) => {
-      await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000 });
+      if (step.kind === 'repair-leaks') await repairLeaks(step.path);
+      else await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000 });
       context.progress.update(++done / plan.steps.length);
     });
     context.progress.done();
@@ -73,7 +83,8 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     }
     const hostBytesAfter = hostAllocatedBytes(image.path);
     const freed = Math.max(0, hostBytesBefore - hostBytesAfter);
-    messages.unshift(`Deleted ${plan.steps.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
+    const what = leaks > 0 ? `Freed ${leaks} leaked cluster(s) and deleted` : 'Deleted';
+    messages.unshift(`${what} ${image.snapshots.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
     return {
       kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,
       facts: { ...facts, hostBytesAfter, freedBytes: freed }, warnings,

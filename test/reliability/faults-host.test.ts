@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FULL, cloneImage, runCli, workDir } from './harness.js';
-import { completed, standard } from './images.js';
+import { completed, leakOneCluster, standard, withSnapshots } from './images.js';
 import { hostOps } from './host-cells.js';
 import { runCell, type CellSpec } from './cells.js';
 import { Tally } from './summary.js';
@@ -69,6 +69,28 @@ describe('known bugs found by the kill matrix', () => {
       expect(spawnSync('cp', ['--sparse=always', image.dataFile, copy.dataFile]).status).toBe(0);
       expect((await runCli(['convert', '--hdd', copy.hdd, '--plain'])).code).toBe(0);
       expect(completed.plain(copy)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // B10 (docs/reliability.md), owner: merge. kill -9 while qemu-img deletes a snapshot can leave a leaked cluster;
+  // the rerun found no snapshot left, said "nothing to merge" and kept the leak, so qemu-img check exited 3.
+  it('B10 (fixed): merge frees the leaks a killed merge left, with or without snapshots left', async () => {
+    const dir = workDir('b10');
+    try {
+      const image = await withSnapshots(dir);
+      leakOneCluster(image.dataFile);
+      const leaks = () => JSON.parse(spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', image.dataFile], { encoding: 'utf8' }).stdout).leaks ?? 0;
+      expect(leaks()).toBe(1);
+      expect((await runCli(['merge', '--hdd', image.hdd])).code).toBe(0);
+      expect(leaks()).toBe(0);
+      expect(completed.noSnapshots(image)).toBeUndefined();
+      leakOneCluster(image.dataFile);
+      const rerun = await runCli(['merge', '--hdd', image.hdd]);
+      expect(rerun.code).toBe(0);
+      expect(rerun.stdout).toMatch(/leaked cluster/);
+      expect(leaks()).toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,7 +1,7 @@
 // The small images the reliability suite works on, each built once per test as a pristine copy that every fault
 // case clones: 256 MiB, GPT (MBR where a shrink needs room past the partition), ext4 with 8 MiB of files.
 import { spawnSync } from 'node:child_process';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
 import { descriptorXml } from '../factory/ploop.js';
@@ -43,6 +43,32 @@ export async function withSnapshots(dir: string): Promise<BuiltImage> {
   const image = await standard('qcow2', dir);
   for (const name of ['first', 'second', 'third']) sh('qemu-img', ['snapshot', '--image-opts', '-c', name, `driver=qcow2,file.driver=file,file.filename=${image.dataFile}`]);
   return image;
+}
+
+/**
+ * Leaks one cluster of a qcow2 image, as a write killed between its refcount update and its L2 update does: the
+ * file grows by a cluster whose refcount (in the first refcount block) is set to 1 while nothing points to it.
+ */
+export function leakOneCluster(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const header = Buffer.alloc(104);
+    readSync(fd, header, 0, header.length, 0);
+    const clusterSize = 1 << header.readUInt32BE(20);
+    const refcountBits = 1 << (header.readUInt32BE(4) >= 3 ? header.readUInt32BE(96) : 4);
+    if (refcountBits !== 16) throw new Error(`leakOneCluster handles 16-bit refcounts only, not ${refcountBits}`);
+    const table = Buffer.alloc(8);
+    readSync(fd, table, 0, 8, Number(header.readBigUInt64BE(48)));
+    const block = Number(table.readBigUInt64BE(0));
+    const index = Math.ceil(fstatSync(fd).size / clusterSize);
+    if (index >= clusterSize / 2) throw new Error('the image is too large for its first refcount block to cover the new cluster');
+    ftruncateSync(fd, (index + 1) * clusterSize);
+    const one = Buffer.alloc(2);
+    one.writeUInt16BE(1);
+    writeSync(fd, one, 0, 2, block + index * 2);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

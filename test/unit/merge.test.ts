@@ -35,11 +35,18 @@ describe('planSnapshotMerge', () => {
       { id: '2', name: 'dup', vmStateSize: 0 },
       { id: '3', name: 'dup', vmStateSize: 0 },
     ]);
-    expect(plan.steps.map((s) => s.name)).toEqual(['2', 'dup', 'dup']);
-    expect(plan.steps.map((s) => s.id)).toEqual(['1', '2', '3']);
+    expect(plan.steps.map((s) => (s.kind === 'delete-snapshot' ? s.name : ''))).toEqual(['2', 'dup', 'dup']);
+    expect(plan.steps.map((s) => (s.kind === 'delete-snapshot' ? s.id : ''))).toEqual(['1', '2', '3']);
     expect(describeSnapshotStep(plan.steps[0]!)).toMatch(/snapshot 1 \("2"\)/);
   });
   it('has nothing to do without snapshots', () => expect(planSnapshotMerge('/vm/a.qcow2', []).steps).toEqual([]));
+  it('frees the leaks an interrupted merge left before anything else, even with no snapshot left', () => {
+    const plan = planSnapshotMerge('/vm/a.qcow2', [], 3);
+    expect(plan.steps).toEqual([{ kind: 'repair-leaks', path: '/vm/a.qcow2', leaks: 3 }]);
+    expect(plan.summary).toMatch(/3 leaked cluster/);
+    const both = planSnapshotMerge('/vm/a.qcow2', [{ id: '1', name: 'a', vmStateSize: 0 }], 1);
+    expect(both.steps.map((s) => s.kind)).toEqual(['repair-leaks', 'delete-snapshot']);
+  });
 });
 
 describe('planExternalMerge', () => {
