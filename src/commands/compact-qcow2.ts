@@ -1,5 +1,5 @@
 // compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
-import { map, type MapExtent } from '../formats/qcow2/qemu-img.js';
+import { map, repairLeaks, type MapExtent } from '../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
 import { checkQcow2, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
@@ -76,8 +76,11 @@ export interface Qcow2CompactResult {
 
 /** Trims in place: the drive with discard enabled, so QEMU releases the clusters as the guest trims. */
 export async function compactQcow2(image: Qcow2Image, context: Context): Promise<Qcow2CompactResult> {
-  refuseCorrupt(image.path, await checkQcow2(image.path, false));
+  const check = await checkQcow2(image.path, false);
+  refuseCorrupt(image.path, check);
   const hostBytesBefore = hostAllocatedBytes(image.path);
+  // Leaked clusters (an interrupted write's) are host space no guest uses: freeing them is part of compacting.
+  if (check.leaks > 0) await repairLeaks(image.path);
   const session = await trimDisk({ path: image.path, format: 'qcow2', readonly: false }, clusterBytesOf(image), context);
   const truncatedBytes = await truncateQcow2Tail(image.path);
   return { session, hostBytesBefore, hostBytesAfter: hostAllocatedBytes(image.path), truncatedBytes };

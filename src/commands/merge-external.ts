@@ -7,7 +7,7 @@ import type { MergeRequest } from './merge.js';
 import { openImage } from './open.js';
 import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
 import { copyOwnership, requireConsistentQcow2, sameFilesystem } from './merge-host.js';
-import { parseProgress, qemuImg } from '../formats/qcow2/qemu-img.js';
+import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
@@ -25,7 +25,7 @@ export type ExternalStep =
 export function describeExternalStep(step: ExternalStep): string {
   switch (step.kind) {
     case 'commit':
-      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit); what ${step.top} shows does not change.`;
+      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit), then free any cluster the base leaked; what ${step.top} shows does not change.`;
     case 'shrink-base':
       return `Cut the base ${step.base} to the top's virtual size of ${step.sizeBytes} bytes (the part past it was never visible).`;
     case 'replace-top':
@@ -101,6 +101,8 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
         if (isLockFailure(error)) throw inUseByOther(step.base);
         throw error;
       }
+      // A commit killed in an earlier run may have left clusters allocated in the base that nothing uses.
+      await repairLeaks(step.base);
       fsyncPath(step.base);
       context.progress.done();
       return;

@@ -3,7 +3,7 @@
 import type { Image } from '../formats/image.js';
 import { ImageInvalid, Refused } from '../util/errors.js';
 import { CommandFailed } from '../util/exec.js';
-import { check } from '../formats/qcow2/qemu-img.js';
+import { check, repairLeaks } from '../formats/qcow2/qemu-img.js';
 import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
 import { SECTOR_BYTES } from '../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../partitions/io.js';
@@ -32,8 +32,8 @@ export interface DiskFacts {
 
 /**
  * Checks the container before anything reads guest data from it: qemu-img check for qcow2 (shared for queries),
- * the ploop engine's validation for ploop; a modifying run also completes what an interrupted one left (ploop's
- * in-use mark, a descriptor that disagrees with the delta).
+ * the ploop engine's validation for ploop; a modifying run also completes what an interrupted one left (qcow2's
+ * leaked clusters, ploop's in-use mark, a descriptor that disagrees with the delta).
  */
 export async function assertConsistent(image: Image, mode: 'query' | 'modify', notice: (message: string) => void): Promise<void> {
   if (image.format === 'qcow2') {
@@ -46,6 +46,10 @@ export async function assertConsistent(image: Image, mode: 'query' | 'modify', n
     }
     if (result.corruptions > 0 || result.checkErrors > 0) {
       throw new ImageInvalid(`qemu-img check finds ${result.corruptions} corruption(s) in "${image.path}"; repair it (qemu-img check -r all) first`);
+    }
+    if (mode === 'modify' && result.leaks > 0) {
+      notice(`Freeing ${result.leaks} leaked cluster(s) that an interrupted write left in "${image.path}" first.`);
+      await repairLeaks(image.path);
     }
     return;
   }
