@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { run } from '../util/exec.js';
 import { onExit } from '../util/cancel.js';
 import { removeIfExists, tempPathBeside, fsyncDirectoryOf } from '../util/atomic.js';
-import { ImageInvalid, ToolError } from '../util/errors.js';
-import { qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
+import { ImageInvalid } from '../util/errors.js';
+import { check, qemuImg, type CheckResult, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Range } from './compact-ranges.js';
 
 function writableFolder(path: string): boolean {
@@ -62,31 +62,11 @@ export async function discardRanges(path: string, format: QemuFormat, ranges: re
   await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
 }
 
-export interface Qcow2Check {
-  corruptions: number;
-  leaks: number;
-  /** End of the last cluster that qcow2's refcounts still use. */
-  imageEndOffset: number;
-}
-
-export async function checkQcow2(path: string, shareLock: boolean): Promise<Qcow2Check> {
-  const args = ['check', '--output=json', '-f', 'qcow2'];
-  if (shareLock) args.push('-U');
-  const { stdout } = await run('qemu-img', [...args, path], { okExitCodes: [0, 2, 3], timeoutMs: 30 * 60_000 });
-  const report = JSON.parse(stdout) as Record<string, unknown>;
-  if (Number(report['check-errors'] ?? 0) > 0) throw new ToolError('tool-failed', `qemu-img check could not read all of "${path}".`);
-  return {
-    corruptions: Number(report.corruptions ?? 0),
-    leaks: Number(report.leaks ?? 0),
-    imageEndOffset: Number(report['image-end-offset'] ?? statSync(path).size),
-  };
-}
-
 /** Refuses a qcow2 image that qemu-img check finds corrupt: discarding through broken refcounts loses data. */
-export function refuseCorrupt(path: string, check: Qcow2Check): void {
-  if (check.corruptions > 0) {
+export function refuseCorrupt(path: string, result: CheckResult): void {
+  if (result.corruptions > 0 || result.checkErrors > 0) {
     throw new ImageInvalid(
-      `The qcow2 image "${path}" has ${check.corruptions} corruptions; repair it with "qemu-img check -r all -f qcow2 ${path}" (on a copy first), then compact again`,
+      `The qcow2 image "${path}" has ${result.corruptions} corruption(s)${result.checkErrors > 0 ? ` and ${result.checkErrors} check error(s)` : ''}; repair it with "qemu-img check -r all -f qcow2 ${path}" (on a copy first), then compact again`,
     );
   }
 }
@@ -97,7 +77,7 @@ export function refuseCorrupt(path: string, check: Qcow2Check): void {
  * its refcounts and appends past the end. Returns the bytes cut off the apparent size.
  */
 export async function truncateQcow2Tail(path: string): Promise<number> {
-  const { imageEndOffset, corruptions } = await checkQcow2(path, false);
+  const { imageEndOffset, corruptions } = await check(path, 'qcow2');
   const size = statSync(path).size;
   if (corruptions > 0 || imageEndOffset <= 0 || imageEndOffset >= size) return 0;
   truncateSync(path, imageEndOffset);

@@ -1,8 +1,8 @@
 // compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
-import { map, repairLeaks, type MapExtent } from '../formats/qcow2/qemu-img.js';
+import { check as checkImage, map, repairLeaks, type MapExtent } from '../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
-import { checkQcow2, refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
+import { refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
 import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './compact-discover.js';
 import { coveredClusters, intersect, normalize, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
 import { hostAllocatedBytes } from '../util/space.js';
@@ -37,8 +37,10 @@ export function heldByLowerLayers(extents: readonly MapExtent[], free: readonly 
 export async function estimateQcow2(image: Qcow2Image, context: Context): Promise<BlockEstimate> {
   const clusterBytes = clusterBytesOf(image);
   const warnings: string[] = [];
-  const check = await checkQcow2(image.path, true);
-  if (check.corruptions > 0) warnings.push(`qemu-img check finds ${check.corruptions} corruptions in "${image.path}"; compact will refuse it until it is repaired.`);
+  const check = await checkImage(image.path, 'qcow2', true);
+  if (check.corruptions > 0 || check.checkErrors > 0) {
+    warnings.push(`qemu-img check finds ${check.corruptions} corruption(s) and ${check.checkErrors} check error(s) in "${image.path}"; compact will refuse it until it is repaired.`);
+  }
   const extents = await map(image.path, 'qcow2');
   const hostData = normalize((await map(image.path, 'raw')).filter((e) => e.data).map((e) => ({ start: e.start, length: e.length })));
   const session = await discoverFreeSpace(image.path, 'qcow2', clusterBytes, context);
@@ -76,7 +78,7 @@ export interface Qcow2CompactResult {
 
 /** Trims in place: the drive with discard enabled, so QEMU releases the clusters as the guest trims. */
 export async function compactQcow2(image: Qcow2Image, context: Context): Promise<Qcow2CompactResult> {
-  const check = await checkQcow2(image.path, false);
+  const check = await checkImage(image.path, 'qcow2');
   refuseCorrupt(image.path, check);
   const hostBytesBefore = hostAllocatedBytes(image.path);
   // Leaked clusters (an interrupted write's) are host space no guest uses: freeing them is part of compacting.

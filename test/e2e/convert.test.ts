@@ -1,56 +1,21 @@
 // convert --plain / --expanding on real qcow2 images: host allocation within bounds (st_blocks), content checked
 // with qemu-img compare against a copy made before, refusals and --dry-run change no byte, kill -9 and SIGINT
 // mid-copy leave the image untouched and no temporary behind the next run.
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { qemuImg, qemuIo, info, identical, allocated, sums } from '../helpers/images.js';
-import { cli } from '../helpers/cli.js';
+import { cli, progressAt, signalAtProgress } from '../helpers/cli.js';
+import { caseFolders } from '../helpers/dirs.js';
+import { holdFlock, holdOpen } from '../helpers/holders.js';
 
-const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
-const root = mkdtempSync(join(tmpdir(), 'prl-convert-e2e-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const { fresh: freshDir } = caseFolders('prl-convert-e2e-');
 
-let counter = 0;
-function freshDir(): string {
-  const dir = join(root, `case${++counter}`);
-  execFileSync('mkdir', ['-p', dir]);
-  return dir;
-}
 function checkClean(file: string): void {
   const result = spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' });
   expect(result.status, `qemu-img check ${file}: ${result.stdout}`).toBe(0);
-}
-
-/** Runs the CLI and sends `signal` to it (SIGKILL: also to its qemu-img child, a power cut) once progress reaches `percent`. */
-async function signalAtProgress(args: string[], percent: number, signal: NodeJS.Signals): Promise<{ seen: number; status: number | null }> {
-  const child = spawn('node', [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let seen = -1;
-  let buffer = '';
-  return new Promise((resolve) => {
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk;
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) {
-        let event: { event?: string; percent?: number };
-        try {
-          event = JSON.parse(line) as typeof event;
-        } catch {
-          continue;
-        }
-        if (event.event !== 'progress' || (event.percent ?? 0) < percent || seen >= 0) continue;
-        seen = event.percent!;
-        const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
-        process.kill(child.pid!, signal);
-        if (signal === 'SIGKILL') for (const kid of kids) spawnSync('kill', ['-9', kid]);
-      }
-    });
-    child.on('close', (status) => resolve({ seen, status }));
-  });
 }
 
 /** 256 MiB virtual, 48 MiB of patterned data (4 MiB of it zeroed again) and a range written with zero bytes. */
@@ -105,14 +70,8 @@ describe('convert on qcow2', () => {
         qemuImg('rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', base, file);
       }, 8, /merge --external/],
       ['snapshots', (file) => void qemuImg('snapshot', '--image-opts', '-c', 's', `driver=qcow2,file.driver=file,file.filename=${file}`), 8, /prl_disk_tool merge --hdd/],
-      ['in use', (file) => {
-        const child = spawn('qemu-io', ['-f', 'qcow2', file], { stdio: ['pipe', 'ignore', 'ignore'] });
-        return () => child.kill('SIGKILL');
-      }, 6, /in use/],
-      ['locked', (file) => {
-        const child = spawn('flock', ['-x', file, 'sleep', '60'], { stdio: 'ignore' });
-        return () => child.kill('SIGKILL');
-      }, 5, /locked by another process/],
+      ['in use', (file) => holdOpen(file), 6, /in use/],
+      ['locked', (file) => holdFlock(file), 5, /locked by another process/],
       ['dry run', () => undefined, 0, /Dry run: nothing was changed[\s\S]*preallocation=falloc/],
     ];
     for (const [name, prepare, status, message] of cases) {
@@ -136,7 +95,7 @@ describe('convert on qcow2', () => {
     qemuIo(file, 'write -P 0x77 0 384M');
     qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', file, join(dir, 'flat.ref'));
     const before = sums(dir);
-    const { seen } = await signalAtProgress(['convert', '--plain', '--hdd', file], 10, 'SIGKILL');
+    const { seen } = await signalAtProgress(['convert', '--plain', '--hdd', file], progressAt(10), 'SIGKILL');
     expect(seen).toBeGreaterThanOrEqual(10);
     const left = readdirSync(dir).filter((name) => name.endsWith('.prl-tmp'));
     expect(left).toHaveLength(1);
@@ -157,7 +116,7 @@ describe('convert on qcow2', () => {
     qemuImg('create', '-q', '-f', 'qcow2', file, '1G');
     qemuIo(file, 'write -P 0x78 0 384M');
     const before = sums(dir);
-    const { seen, status } = await signalAtProgress(['convert', '--plain', '--hdd', file], 10, 'SIGINT');
+    const { seen, status } = await signalAtProgress(['convert', '--plain', '--hdd', file], progressAt(10), 'SIGINT');
     expect(seen).toBeGreaterThanOrEqual(10);
     expect(status).toBe(130);
     expect(sums(dir)).toEqual(before);

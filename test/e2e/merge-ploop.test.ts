@@ -1,31 +1,22 @@
 // merge on ploop delta chains built with qemu-img/qemu-io (format parallels) and a hand-written DiskDescriptor.xml.
 // Oracle, independent of src/: the chain's content is composed from QEMU's reading of every delta (qemu-img map for
 // which clusters a delta holds, qemu-img convert for their bytes), then compared with qemu-img compare.
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFile, spawnSync, execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { execFile } from 'node:child_process';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sums } from '../helpers/images.js';
-import { cli } from '../helpers/cli.js';
+import { cli, progressAt, signalAtProgress } from '../helpers/cli.js';
+import { caseFolders } from '../helpers/dirs.js';
+import { holdFlock } from '../helpers/holders.js';
+import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
 
 const run = promisify(execFile);
 
-const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
-const TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
-const ROOT_GUID = '{00000000-0000-0000-0000-000000000000}';
-const root = mkdtempSync(join(tmpdir(), 'prl-merge-ploop-e2e-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const { root, fresh: freshDir } = caseFolders('prl-merge-ploop-e2e-');
 
-let counter = 0;
-function freshDir(): string {
-  const dir = join(root, `case${++counter}`);
-  execFileSync('mkdir', ['-p', dir]);
-  return dir;
-}
 function qemuIo(file: string, ...commands: string[]): void {
   execFileSync('qemu-io', ['-f', 'parallels', ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
 }
@@ -35,36 +26,6 @@ interface Chain {
   /** Top first, absolute. */
   files: string[];
   guids: string[];
-}
-
-function descriptor(sizeMiB: number, files: string[], guids: string[], extraShot = ''): string {
-  const sectors = sizeMiB * 2048;
-  const names = files.map((f) => f.split('/').pop()!);
-  const images = names.map((f, i) => `      <Image>\n        <GUID>${guids[i]}</GUID>\n        <Type>Compressed</Type>\n        <File>${f}</File>\n      </Image>`).join('\n');
-  const shots = guids.map((g, i) => `    <Shot>\n      <GUID>${g}</GUID>\n      <ParentGUID>${guids[i + 1] ?? ROOT_GUID}</ParentGUID>\n    </Shot>`).join('\n');
-  return `<?xml version="1.0"?>
-<Parallels_disk_image Version="1.0">
-  <Disk_Parameters>
-    <Disk_size>${sectors}</Disk_size>
-    <Cylinders>${sectors / 512}</Cylinders>
-    <Heads>16</Heads>
-    <Sectors>32</Sectors>
-    <Padding>0</Padding>
-  </Disk_Parameters>
-  <StorageData>
-    <Storage>
-      <Start>0</Start>
-      <End>${sectors}</End>
-      <Blocksize>2048</Blocksize>
-${images}
-    </Storage>
-  </StorageData>
-  <Snapshots>
-    <TopGUID>${TOP_GUID}</TopGUID>
-${shots}${extraShot}
-  </Snapshots>
-</Parallels_disk_image>
-`;
 }
 
 /** n deltas (base root.hds, then root.hds.1 …), each writing its own pattern over part of the one below and beyond it. */
@@ -79,7 +40,7 @@ function buildChain(n: number, sizeMiB = 64, layerData = (i: number) => [`write 
     files.unshift(file);
     guids.unshift(i === n - 1 ? TOP_GUID : `{${String(i + 1).padStart(8, '0')}-1111-2222-3333-444444444444}`);
   }
-  writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptor(sizeMiB, files, guids));
+  writeFileSync(join(dir, 'DiskDescriptor.xml'), chainDescriptorXml(sizeMiB, files, guids));
   writeFileSync(join(dir, 'DiskDescriptor.xml.lck'), ''); // ploop's lock file, present on any real image
   return { dir, files, guids };
 }
@@ -127,7 +88,7 @@ function expectMerged(chain: Chain, reference: string): void {
 describe('merge on ploop', () => {
   it.each([1, 2, 4])('folds a chain of %i delta(s) into the base with the content the chain showed', async (n) => {
     const chain = buildChain(n);
-    const reference = join(root, `ref-${counter}.raw`);
+    const reference = `${chain.dir}.raw`;
     await compose(chain, reference);
     const result = await cli('merge', '--hdd', chain.dir, '--json');
     expect(result.status, result.stderr).toBe(0);
@@ -141,14 +102,11 @@ describe('merge on ploop', () => {
   it('refuses a branched descriptor, deltas of different sizes, a locked image; --dry-run; none changes a byte', async () => {
     const cases: [string, (chain: Chain) => (() => void) | void, number, RegExp][] = [
       ['branch', (c) => {
-        const xml = descriptor(64, c.files, c.guids, `\n    <Shot>\n      <GUID>{99999999-1111-2222-3333-444444444444}</GUID>\n      <ParentGUID>${c.guids[2]}</ParentGUID>\n    </Shot>`);
+        const xml = chainDescriptorXml(64, c.files, c.guids, `\n    <Shot>\n      <GUID>{99999999-1111-2222-3333-444444444444}</GUID>\n      <ParentGUID>${c.guids[2]}</ParentGUID>\n    </Shot>`);
         writeFileSync(join(c.dir, 'DiskDescriptor.xml'), xml);
       }, 7, /branch/],
       ['sizes differ', (c) => void execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', c.files[0]!, '128M']), 7, /virtual size/],
-      ['locked', (c) => {
-        const child = spawn('flock', ['-x', join(c.dir, 'DiskDescriptor.xml.lck'), 'sleep', '60'], { stdio: 'ignore' });
-        return () => child.kill('SIGKILL');
-      }, 5, /locked by another process/],
+      ['locked', (c) => holdFlock(join(c.dir, 'DiskDescriptor.xml.lck')), 5, /locked by another process/],
       ['dry run', () => undefined, 0, /Dry run: nothing was changed[\s\S]*Fold the 2 snapshot delta/],
     ];
     for (const [name, prepare, status, message] of cases) {
@@ -169,7 +127,7 @@ describe('merge on ploop', () => {
     const reference = join(root, 'ref-kill.raw');
     await compose(chain, reference);
     const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
-    const { signalledAt: killedAt } = await signalAtProgress(chain.dir, 20, 'SIGKILL');
+    const { seen: killedAt } = await signalAtProgress(['merge', '--hdd', chain.dir], progressAt(20), 'SIGKILL');
     expect(killedAt).toBeGreaterThanOrEqual(20);
     expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
     expect(existsSync(chain.files[0]!)).toBe(true);
@@ -189,8 +147,8 @@ describe('merge on ploop', () => {
     const reference = join(root, 'ref-int.raw');
     await compose(chain, reference);
     const descriptorBefore = sums(chain.dir)['DiskDescriptor.xml'];
-    const { signalledAt, status } = await signalAtProgress(chain.dir, 20, 'SIGINT');
-    expect(signalledAt).toBeGreaterThanOrEqual(20);
+    const { seen, status } = await signalAtProgress(['merge', '--hdd', chain.dir], progressAt(20), 'SIGINT');
+    expect(seen).toBeGreaterThanOrEqual(20);
     expect(status).toBe(130);
     expect(sums(chain.dir)['DiskDescriptor.xml']).toBe(descriptorBefore);
     const after = join(root, 'after-int.raw');
@@ -198,30 +156,3 @@ describe('merge on ploop', () => {
     expect(spawnSync('cmp', ['-s', reference, after]).status).toBe(0);
   });
 });
-
-/** Runs merge on the folder and sends `signal` once the fold's progress reaches `percent`. */
-async function signalAtProgress(dir: string, percent: number, signal: NodeJS.Signals): Promise<{ signalledAt: number; status: number | null }> {
-  const child = spawn('node', [CLI, 'merge', '--hdd', dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let signalledAt = -1;
-  let buffer = '';
-  return new Promise((resolve) => {
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk;
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) {
-        let event: { event?: string; percent?: number };
-        try {
-          event = JSON.parse(line) as typeof event;
-        } catch {
-          continue; // the interruption message is plain text
-        }
-        if (event.event === 'progress' && (event.percent ?? 0) >= percent && signalledAt < 0) {
-          signalledAt = event.percent!;
-          child.kill(signal);
-        }
-      }
-    });
-    child.on('close', (status) => resolve({ signalledAt, status }));
-  });
-}

@@ -1,24 +1,16 @@
 // merge and merge --external on real qcow2 images built with qemu-img/qemu-io: content checked with qemu-img compare
 // against a flattened copy made before, refusals checked to change no byte, kill -9 mid-commit checked to leave a
 // usable image with the same content.
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { qemuImg, qemuIo, info, identical, sums } from '../helpers/images.js';
-import { cli } from '../helpers/cli.js';
+import { cli, progressAt, signalAtProgress } from '../helpers/cli.js';
+import { caseFolders } from '../helpers/dirs.js';
+import { holdFlock, holdOpen } from '../helpers/holders.js';
 
-const CLI = join(process.cwd(), 'dist/src/cli/main.js');
-const root = mkdtempSync(join(tmpdir(), 'prl-merge-e2e-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
-
-let counter = 0;
-function freshDir(): string {
-  const dir = join(root, `case${++counter}`);
-  execFileSync('mkdir', ['-p', dir]);
-  return dir;
-}
+const { fresh: freshDir } = caseFolders('prl-merge-e2e-');
 
 function checkClean(file: string): void {
   const report = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
@@ -27,7 +19,6 @@ function checkClean(file: string): void {
 function flatten(top: string, out: string): void {
   qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', top, out);
 }
-
 
 /** A chain of `n` qcow2 files (l0 base … top), each layer writing its own pattern over part of the one below, plus zeroes. */
 function buildChain(dir: string, n: number, sizeMiB = 64): string[] {
@@ -45,44 +36,6 @@ function buildChain(dir: string, n: number, sizeMiB = 64): string[] {
 
 function snapshot(file: string, name: string): void {
   qemuImg('snapshot', '--image-opts', '-c', name, `driver=qcow2,file.driver=file,file.filename=${file}`);
-}
-
-/** Runs the CLI, kills it and its qemu-img child with SIGKILL once progress reaches `percent` (a power cut). */
-async function killAtProgress(args: string[], percent: number): Promise<number> {
-  const child = spawn('node', [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let seen = -1;
-  let buffer = '';
-  await new Promise<void>((resolve) => {
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk;
-      const lines = buffer.split('\n');
-      buffer = lines.pop() ?? '';
-      for (const line of lines) {
-        let event: { event?: string; percent?: number };
-        try {
-          event = JSON.parse(line) as typeof event;
-        } catch {
-          continue; // not an event (a message in plain text)
-        }
-        if (event.event === 'progress' && (event.percent ?? 0) >= percent && seen < 0) {
-          seen = event.percent!;
-          // Freeze the tool first so that it cannot start the next qemu-img between the listing and the kill.
-          process.kill(child.pid!, 'SIGSTOP');
-          const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
-          process.kill(child.pid!, 'SIGKILL');
-          for (const kid of kids) {
-            try {
-              process.kill(Number(kid), 'SIGKILL');
-            } catch {
-              // already gone
-            }
-          }
-        }
-      }
-    });
-    child.on('close', () => resolve());
-  });
-  return seen;
 }
 
 describe('merge --external', () => {
@@ -170,7 +123,7 @@ describe('merge --external', () => {
     qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', mid, top);
     qemuIo(top, 'write -P 0x53 512M 512M');
     flatten(top, join(dir, 'flat.ref'));
-    const killedAt = await killAtProgress(['merge', '--external', '--hdd', top], 20);
+    const { seen: killedAt } = await signalAtProgress(['merge', '--external', '--hdd', top], progressAt(20), 'SIGKILL');
     expect(killedAt).toBeGreaterThanOrEqual(20);
     // Killed before the rename: the chain is intact, the content seen through the top is the same.
     expect(info(top)['backing-filename']).toBe(mid);
@@ -221,7 +174,7 @@ describe('merge (internal snapshots)', () => {
       snapshot(file, `s${i}`);
     }
     flatten(file, join(dir, 'flat.ref'));
-    const killedAt = await killAtProgress(['merge', '--hdd', file], 25);
+    const { seen: killedAt } = await signalAtProgress(['merge', '--hdd', file], progressAt(25), 'SIGKILL');
     expect(killedAt).toBeGreaterThanOrEqual(25);
     const left = (info(file).snapshots as unknown[] | undefined)?.length ?? 0;
     expect(left).toBeGreaterThan(0);
@@ -254,21 +207,6 @@ describe('merge (internal snapshots)', () => {
     expect(sums(dir)).toEqual(before);
   });
 });
-
-/** Keeps the file open read-write in qemu-io, which holds QEMU's image lock like a running VM. */
-function holdOpen(file: string): () => void {
-  const child = spawn('qemu-io', ['-f', 'qcow2', file], { stdio: ['pipe', 'ignore', 'ignore'] });
-  return () => {
-    child.stdin!.end('quit\n');
-    child.kill('SIGKILL');
-  };
-}
-
-/** Holds an exclusive flock on the file as another prl_disk_tool would. */
-function holdFlock(file: string): () => void {
-  const child = spawn('flock', ['-x', file, 'sleep', '60'], { stdio: 'ignore' });
-  return () => child.kill('SIGKILL');
-}
 
 /** Renames the backing-format header extension (0xE2792ACA) to an unknown one: the chain then lacks backing_fmt. */
 function removeBackingFormat(file: string): void {

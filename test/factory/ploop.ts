@@ -1,53 +1,20 @@
-// The oracle's own small DiskDescriptor.xml writer and reader, independent of src/formats/ploop.
+// The factory's single-delta DiskDescriptor.xml (written by the tests' shared writer) and the oracle's reader,
+// both independent of src/formats/ploop.
 // Layout follows QEMU's docs/interop/prl-xml.txt and what the ploop library (lib/xml.c) writes: the top delta has the
 // fixed GUID {5fbaabe3-...}; a preallocated expanding image is Type "Compressed" plus <Preallocated>1</Preallocated>
 // in Storage ("Plain" means a raw image file to ploop, which the factory does not make).
 import { readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { ROOT_PARENT as NONE_GUID, TOP_GUID, descriptorXml as chainXml } from '../helpers/ploop.js';
 
-export const TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
-export const NONE_GUID = '{00000000-0000-0000-0000-000000000000}';
 export const DELTA_NAME = 'root.hds';
 export const DESCRIPTOR = 'DiskDescriptor.xml';
 export const CLUSTER_SECTORS = 2048;
 
 export function descriptorXml(sizeSectors: number, preallocated: boolean): string {
-  // 16 heads x 32 sectors: any whole MiB count is a whole number of cylinders (prl-xml: the product must equal Disk_size).
   if (sizeSectors % 512 !== 0) throw new Error(`ploop size ${sizeSectors} sectors is not a whole number of cylinders`);
-  return [
-    `<?xml version="1.0"?>`,
-    `<Parallels_disk_image Version="1.0">`,
-    `  <Disk_Parameters>`,
-    `    <Disk_size>${sizeSectors}</Disk_size>`,
-    `    <Cylinders>${sizeSectors / 512}</Cylinders>`,
-    `    <Heads>16</Heads>`,
-    `    <Sectors>32</Sectors>`,
-    `    <Padding>0</Padding>`,
-    `  </Disk_Parameters>`,
-    `  <StorageData>`,
-    `    <Storage>`,
-    `      <Start>0</Start>`,
-    `      <End>${sizeSectors}</End>`,
-    `      <Blocksize>${CLUSTER_SECTORS}</Blocksize>`,
-    ...(preallocated ? [`      <Preallocated>1</Preallocated>`] : []),
-    `      <Image>`,
-    `        <GUID>${TOP_GUID}</GUID>`,
-    `        <Type>Compressed</Type>`,
-    `        <File>${DELTA_NAME}</File>`,
-    `      </Image>`,
-    `    </Storage>`,
-    `  </StorageData>`,
-    `  <Snapshots>`,
-    `    <TopGUID>${TOP_GUID}</TopGUID>`,
-    `    <Shot>`,
-    `      <GUID>${TOP_GUID}</GUID>`,
-    `      <ParentGUID>${NONE_GUID}</ParentGUID>`,
-    `    </Shot>`,
-    `  </Snapshots>`,
-    `</Parallels_disk_image>`,
-    '',
-  ].join('\n');
+  return chainXml({ sizeSectors, blockSizeSectors: CLUSTER_SECTORS, preallocated, shots: [{ guid: TOP_GUID, file: DELTA_NAME, parent: NONE_GUID }] });
 }
 
 function one(xml: string, tag: string, where: string): string {

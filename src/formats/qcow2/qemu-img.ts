@@ -93,6 +93,8 @@ export interface CheckResult {
   corruptions: number;
   leaks: number;
   checkErrors: number;
+  /** End of the last cluster qcow2's refcounts still use (qemu-img's image-end-offset); 0 when not reported. */
+  imageEndOffset: number;
 }
 
 export async function check(path: string, format: QemuFormat, shareLock = false): Promise<CheckResult> {
@@ -106,6 +108,7 @@ export async function check(path: string, format: QemuFormat, shareLock = false)
     corruptions: Number(report.corruptions ?? 0),
     leaks: Number(report.leaks ?? 0),
     checkErrors: Number(report['check-errors'] ?? 0),
+    imageEndOffset: Number(report['image-end-offset'] ?? 0),
   };
 }
 

@@ -4,9 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
-export const BASE_GUID = '{11111111-2222-3333-4444-555555555555}';
-export const ROOT_PARENT = '{00000000-0000-0000-0000-000000000000}';
+import { ROOT_PARENT, TOP_GUID, descriptorXml } from '../../helpers/ploop.js';
+
+export { BASE_GUID, ROOT_PARENT, TOP_GUID, descriptorXml, type ShotSpec } from '../../helpers/ploop.js';
 
 export function tempDir(prefix = 'ploop-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -45,44 +45,6 @@ export function qemuReadRaw(path: string, dir: string): Buffer {
   const data = readFileSync(out);
   rmSync(out);
   return data;
-}
-
-export interface ShotSpec {
-  guid: string;
-  file: string;
-  parent: string;
-  type?: string;
-}
-
-export function descriptorXml(options: { sizeSectors: number; blockSizeSectors: number; shots: ShotSpec[]; top?: string | null; preallocated?: boolean; extra?: string }): string {
-  const images = options.shots
-    .map((s) => `      <Image>\n        <GUID>${s.guid}</GUID>\n        <Type>${s.type ?? 'Compressed'}</Type>\n        <File>${s.file}</File>\n      </Image>`)
-    .join('\n');
-  const shots = options.shots.map((s) => `    <Shot>\n      <GUID>${s.guid}</GUID>\n      <ParentGUID>${s.parent}</ParentGUID>\n    </Shot>`).join('\n');
-  const top = options.top === null ? '' : `    <TopGUID>${options.top ?? options.shots[0]!.guid}</TopGUID>\n`;
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<Parallels_disk_image Version="1.0">
-  <Disk_Parameters>
-    <Disk_size>${options.sizeSectors}</Disk_size>
-    <Cylinders>${Math.floor(options.sizeSectors / 512)}</Cylinders>
-    <Heads>16</Heads>
-    <Sectors>32</Sectors>
-    <Padding>0</Padding>
-    <UID>{aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee}</UID>
-  </Disk_Parameters>
-  <StorageData>
-    <Storage>
-      <Start>0</Start>
-      <End>${options.sizeSectors}</End>
-      <Blocksize>${options.blockSizeSectors}</Blocksize>
-${options.preallocated ? '      <Preallocated>1</Preallocated>\n' : ''}${images}
-    </Storage>
-  </StorageData>
-  <Snapshots>
-${top}${shots}
-  </Snapshots>${options.extra ?? ''}
-</Parallels_disk_image>
-`;
 }
 
 /** A single-delta ploop folder: root.hds made by qemu-img, patterns written by qemu-io. */
