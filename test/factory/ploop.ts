@@ -36,21 +36,28 @@ export interface DescriptorFacts {
   blocksizeSectors: number;
   preallocated: boolean;
   imageType: string;
+  /** The top delta. */
   deltaFile: string;
+  /** Every delta, top first. */
+  chain: string[];
   problems: string[];
 }
 
 /**
- * Reads a single-image descriptor with plain pattern matching (the oracle needs no general XML parser) and checks
- * the prl-xml rules that a resize or convert could break.
+ * Reads a descriptor with plain pattern matching (the oracle needs no general XML parser) and checks the prl-xml
+ * rules that a resize, convert or merge could break. A chain of snapshot deltas is followed from TopGUID through
+ * each Shot's ParentGUID down to the base.
  */
 export function readDescriptor(folder: string): DescriptorFacts {
   const path = join(folder, DESCRIPTOR);
   const xml = readFileSync(path, 'utf8');
   if (/<!DOCTYPE|<!ENTITY/i.test(xml)) throw new Error(`${path} declares a DTD or entities`);
-  const images = [...xml.matchAll(/<Image>([\s\S]*?)<\/Image>/g)].map((m) => m[1]!);
-  if (images.length !== 1) throw new Error(`${path}: the verifier handles one image, found ${images.length}`);
-  const image = images[0]!;
+  const images = [...xml.matchAll(/<Image>([\s\S]*?)<\/Image>/g)].map((m) => ({
+    guid: one(m[1]!, 'GUID', path).toLowerCase(),
+    type: one(m[1]!, 'Type', path),
+    file: one(m[1]!, 'File', path),
+  }));
+  const parents = new Map([...xml.matchAll(/<Shot>([\s\S]*?)<\/Shot>/g)].map((m) => [one(m[1]!, 'GUID', path).toLowerCase(), one(m[1]!, 'ParentGUID', path).toLowerCase()]));
   const diskSizeSectors = num(xml, 'Disk_size', path);
   const cylinders = num(xml, 'Cylinders', path);
   const heads = num(xml, 'Heads', path);
@@ -59,22 +66,24 @@ export function readDescriptor(folder: string): DescriptorFacts {
   const end = num(xml, 'End', path);
   const blocksizeSectors = num(xml, 'Blocksize', path);
   const prealloc = /<Preallocated>/.test(xml) ? num(xml, 'Preallocated', path) : 0;
-  const imageType = one(image, 'Type', path);
-  const file = one(image, 'File', path);
-  const guid = one(image, 'GUID', path);
   const problems: string[] = [];
   if (one(xml, 'Padding', path) !== '0') problems.push(`${path}: Padding is not 0`);
   if (cylinders * heads * sectors !== diskSizeSectors) {
     problems.push(`${path}: Cylinders*Heads*Sectors = ${cylinders * heads * sectors}, Disk_size = ${diskSizeSectors}`);
   }
   if (start !== 0 || end !== diskSizeSectors) problems.push(`${path}: Storage spans ${start}..${end}, Disk_size is ${diskSizeSectors}`);
-  if (imageType !== 'Compressed') problems.push(`${path}: image Type is "${imageType}", expected "Compressed"`);
   if (prealloc > 1) problems.push(`${path}: Preallocated is ${prealloc}`);
-  const topGuid = one(xml, 'TopGUID', path);
-  if (guid.toLowerCase() !== topGuid.toLowerCase()) problems.push(`${path}: image GUID ${guid} is not TopGUID ${topGuid}`);
-  const deltaFile = resolve(folder, file);
-  if (!deltaFile.startsWith(resolve(folder) + sep)) throw new Error(`${path}: image file "${file}" lies outside the folder`);
-  return { diskSizeSectors, start, end, blocksizeSectors, preallocated: prealloc === 1, imageType, deltaFile, problems };
+  const chain: string[] = [];
+  for (let guid = one(xml, 'TopGUID', path).toLowerCase(); guid !== NONE_GUID; guid = parents.get(guid) ?? NONE_GUID) {
+    const image = images.find((i) => i.guid === guid);
+    if (image === undefined || chain.length === images.length) throw new Error(`${path}: the chain from TopGUID breaks or loops at ${guid}`);
+    if (image.type !== 'Compressed') problems.push(`${path}: image ${guid} has Type "${image.type}", expected "Compressed"`);
+    const file = resolve(folder, image.file);
+    if (!file.startsWith(resolve(folder) + sep)) throw new Error(`${path}: image file "${image.file}" lies outside the folder`);
+    chain.push(file);
+  }
+  if (chain.length !== images.length) problems.push(`${path}: ${images.length} images, ${chain.length} of them on the chain from TopGUID`);
+  return { diskSizeSectors, start, end, blocksizeSectors, preallocated: prealloc === 1, imageType: images[0]?.type ?? '', deltaFile: chain[0]!, chain, problems };
 }
 
 /** The cluster size recorded in a Parallels delta header ("tracks", offset 28, docs/interop/parallels.txt). */

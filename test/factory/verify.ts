@@ -16,7 +16,7 @@ function isBuilt(image: VerifyTarget | BuiltImage): image is BuiltImage {
   return 'checksums' in image && 'spec' in image;
 }
 
-/** The file qemu-img reads: the qcow2 file, or the ploop folder's single delta (its descriptor is checked on the way). */
+/** The file qemu-img reads: the qcow2 file, or the ploop folder's top delta (its descriptor is checked on the way). */
 export function resolveData(hdd: string, format: ImageFormat): { dataFile: string; ploop?: ReturnType<typeof readDescriptor> } {
   if (format === 'qcow2') return { dataFile: hdd };
   const folder = statSync(hdd).isDirectory() ? hdd : dirname(hdd);
@@ -45,11 +45,25 @@ export async function checkImageFile(dataFile: string, format: ImageFormat, prob
   };
 }
 
-/** Converts the image to a raw temp file (sparse) that is removed when the scope closes. */
-export async function exportRaw(scope: Scope, dataFile: string, format: ImageFormat): Promise<string> {
+/**
+ * QEMU's parallels driver reads unallocated clusters from a backing node, so a ploop chain (top first) is named
+ * as nested backing options; commas in paths are doubled, QemuOpts' escape.
+ */
+function ploopChainOpts(chain: readonly string[]): string {
+  return chain
+    .map((file, depth) => {
+      const prefix = 'backing.'.repeat(depth);
+      return `${prefix}driver=parallels,${prefix}file.driver=file,${prefix}file.filename=${file.replace(/,/g, ',,')}`;
+    })
+    .join(',');
+}
+
+/** Converts the image (a ploop: its whole chain) to a raw temp file (sparse) that is removed when the scope closes. */
+export async function exportRaw(scope: Scope, dataFile: string, format: ImageFormat, ploopChain: readonly string[] = [dataFile]): Promise<string> {
   const tmp = await tempDir(scope, 'verify');
   const raw = join(tmp, 'disk.raw');
-  await tool('qemu-img', ['convert', '-f', format === 'qcow2' ? 'qcow2' : 'parallels', '-O', 'raw', dataFile, raw]);
+  const source = format === 'ploop' && ploopChain.length > 1 ? ['--image-opts', ploopChainOpts(ploopChain)] : ['-f', format === 'qcow2' ? 'qcow2' : 'parallels', dataFile];
+  await tool('qemu-img', ['convert', ...source, '-O', 'raw', raw]);
   return raw;
 }
 
@@ -89,6 +103,7 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
     let ploop: PloopFacts | undefined;
     if (descriptor !== undefined) {
       problems.push(...descriptor.problems);
+      for (const lower of descriptor.chain.slice(1)) await checkImageFile(lower, image.format, problems);
       ploop = {
         diskSizeSectors: descriptor.diskSizeSectors,
         blocksizeSectors: descriptor.blocksizeSectors,
@@ -108,7 +123,7 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
       }
     }
 
-    const raw = await exportRaw(scope, dataFile, image.format);
+    const raw = await exportRaw(scope, dataFile, image.format, descriptor?.chain);
     const reading = await readPartitionTable(raw);
     problems.push(...reading.problems);
     const table = reading.table;

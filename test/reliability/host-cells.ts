@@ -1,7 +1,7 @@
 // The operations that need no appliance, as specs shared by the kill, signal and environment tests: how to build
 // the image, the command, the completed state, and the state before (what an interrupted run must leave).
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
-import { chain, completed, info, roomAtEnd, standard, withSnapshots } from './images.js';
+import { chain, completed, info, ploopDeltas, roomAtEnd, standard, withPloopSnapshot, withSnapshots } from './images.js';
 import type { CellSpec } from './cells.js';
 
 export interface HostOp extends Omit<CellSpec, 'points'> {
@@ -29,6 +29,13 @@ export function hostOps(format: ImageFormat): HostOp[] {
         before: (i) => (info(i).backing === 'base.qcow2' ? undefined : `backing file ${info(i).backing}, expected base.qcow2`),
       },
     );
+  }
+  if (format === 'ploop') {
+    ops.push({
+      format, operation: 'merge', build: (dir) => withPloopSnapshot(dir), args: (i) => ['merge', '--hdd', i.hdd],
+      after: (i) => (ploopDeltas(i) === 1 ? undefined : `${ploopDeltas(i)} deltas left`),
+      before: (i) => (ploopDeltas(i) === 2 ? undefined : `${ploopDeltas(i)} deltas, expected 2`),
+    });
   }
   return ops;
 }

@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
-import { descriptorXml } from '../factory/ploop.js';
+import { descriptorXml, readDescriptor } from '../factory/ploop.js';
+import { BASE_GUID, TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
 
 export const SIZE_MIB = 256;
 
@@ -43,6 +44,24 @@ export async function withSnapshots(dir: string): Promise<BuiltImage> {
   const image = await standard('qcow2', dir);
   for (const name of ['first', 'second', 'third']) sh('qemu-img', ['snapshot', '--image-opts', '-c', name, `driver=qcow2,file.driver=file,file.filename=${image.dataFile}`]);
   return image;
+}
+
+/**
+ * A ploop with one snapshot delta: the built data moved into the top delta (root.hds.top) over a fresh, empty base
+ * (root.hds), so that merge must copy every cluster down and grow the base as it goes.
+ */
+export async function withPloopSnapshot(dir: string): Promise<BuiltImage> {
+  const image = await standard('ploop', dir);
+  const top = `${image.dataFile}.top`;
+  renameSync(image.dataFile, top);
+  sh('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', image.dataFile, `${SIZE_MIB}M`]);
+  writeFileSync(join(image.hdd, 'DiskDescriptor.xml'), chainDescriptorXml(SIZE_MIB, [top, image.dataFile], [TOP_GUID, BASE_GUID]));
+  return image;
+}
+
+/** The number of deltas a ploop image's descriptor chains together. */
+export function ploopDeltas(image: BuiltImage): number {
+  return readDescriptor(image.hdd).chain.length;
 }
 
 /**
