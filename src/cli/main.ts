@@ -66,7 +66,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     }
     signalled = true;
     cancel(signal);
-    killAllChildren();
+    killAllChildren({ spareUntorn: true });
   });
 }
 

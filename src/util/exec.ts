@@ -15,6 +15,11 @@ export interface RunOptions {
   /** Exit codes that count as success (default [0]). */
   okExitCodes?: number[];
   input?: string;
+  /**
+   * The command is one step that must not be torn (a snapshot deletion): the first interruption lets it finish
+   * and the caller stops after it; a second signal still kills it.
+   */
+  untorn?: boolean;
 }
 
 export interface RunResult {
@@ -41,6 +46,8 @@ export class CommandFailed extends ToolError {
 }
 
 const live = new Set<ChildProcess>();
+/** The live children started with `untorn`: spared by the first interruption. */
+const untorn = new Set<ChildProcess>();
 
 export function quoteArgv(argv: readonly string[]): string {
   return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
@@ -60,9 +67,9 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL
   }
 }
 
-/** Kills every child still running; used on interruption and fatal errors. */
-export function killAllChildren(): void {
-  for (const child of live) killGroup(child);
+/** Kills every child still running (on the first interruption, all but the untorn ones); fatal errors kill all. */
+export function killAllChildren(options: { spareUntorn?: boolean } = {}): void {
+  for (const child of live) if (!(options.spareUntorn && untorn.has(child))) killGroup(child);
 }
 
 function splitLines(onLine: (line: string) => void): (chunk: string) => void {
@@ -97,6 +104,7 @@ export function run(tool: string, args: readonly string[], options: RunOptions =
     }
     const child = spawn(tool, args, { env: childEnv(options.env), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     live.add(child);
+    if (options.untorn) untorn.add(child);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -120,9 +128,10 @@ export function run(tool: string, args: readonly string[], options: RunOptions =
             killGroup(child);
           }, options.timeoutMs);
     const onCancel = (): void => killGroup(child);
-    cancellation.addEventListener('abort', onCancel);
+    if (!options.untorn) cancellation.addEventListener('abort', onCancel);
     const finish = (): void => {
       live.delete(child);
+      untorn.delete(child);
       if (timer) clearTimeout(timer);
       cancellation.removeEventListener('abort', onCancel);
     };
@@ -134,7 +143,7 @@ export function run(tool: string, args: readonly string[], options: RunOptions =
     child.on('close', (code, signal) => {
       finish();
       debug(`+ ${quoteArgv(argv)} (${((Date.now() - started) / 1000).toFixed(2)} s, exit ${code ?? signal})`);
-      if (isCancelled()) {
+      if (isCancelled() && !(options.untorn && code === 0)) {
         reject(cancellation.reason);
       } else if (timedOut) {
         reject(new CommandFailed(argv, code, signal, stderr, `timed out after ${options.timeoutMs} ms`));
