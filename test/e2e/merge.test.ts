@@ -16,6 +16,19 @@ function checkClean(file: string): void {
   const report = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', '-f', 'qcow2', file], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
   expect(report.corruptions ?? 0, `qemu-img check ${file}`).toBe(0);
 }
+/** 512 MiB with 12 internal snapshots, each after 32 MiB more of its own pattern, and a flattened reference. */
+function twelveSnapshots(): { dir: string; file: string } {
+  const dir = freshDir();
+  const file = join(dir, 'vm.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', file, '512M');
+  for (let i = 0; i < 12; i++) {
+    qemuIo(file, `write -P ${0x20 + i} ${i * 32}M 32M`);
+    snapshot(file, `s${i}`);
+  }
+  flatten(file, join(dir, 'flat.ref'));
+  return { dir, file };
+}
+
 /** qemu-img check's exit code: 0 clean, 2 corrupt, 3 leaks only. */
 function checkExit(file: string): number | null {
   return spawnSync('qemu-img', ['check', '-f', 'qcow2', file]).status;
@@ -170,14 +183,7 @@ describe('merge (internal snapshots)', () => {
   });
 
   it('kill -9 amid the deletions leaves the current state intact; the next run deletes the rest', async () => {
-    const dir = freshDir();
-    const file = join(dir, 'vm.qcow2');
-    qemuImg('create', '-q', '-f', 'qcow2', file, '512M');
-    for (let i = 0; i < 12; i++) {
-      qemuIo(file, `write -P ${0x20 + i} ${i * 32}M 32M`);
-      snapshot(file, `s${i}`);
-    }
-    flatten(file, join(dir, 'flat.ref'));
+    const { dir, file } = twelveSnapshots();
     const { seen: killedAt } = await signalAtProgress(['merge', '--hdd', file], progressAt(25), 'SIGKILL');
     expect(killedAt).toBeGreaterThanOrEqual(25);
     const left = (info(file).snapshots as unknown[] | undefined)?.length ?? 0;
@@ -195,14 +201,7 @@ describe('merge (internal snapshots)', () => {
   });
 
   it('SIGINT amid the deletions lets the running one finish: exit 130, no leak, the rest deleted by the next run', async () => {
-    const dir = freshDir();
-    const file = join(dir, 'vm.qcow2');
-    qemuImg('create', '-q', '-f', 'qcow2', file, '512M');
-    for (let i = 0; i < 12; i++) {
-      qemuIo(file, `write -P ${0x40 + i} ${i * 32}M 32M`);
-      snapshot(file, `s${i}`);
-    }
-    flatten(file, join(dir, 'flat.ref'));
+    const { dir, file } = twelveSnapshots();
     const { seen, status } = await signalAtProgress(['merge', '--hdd', file], progressAt(25), 'SIGINT');
     expect(seen).toBeGreaterThanOrEqual(25);
     expect(status).toBe(130);
