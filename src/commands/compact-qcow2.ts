@@ -4,7 +4,9 @@ import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
 import { refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
 import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './compact-discover.js';
-import { coveredClusters, intersect, normalize, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
+import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
+import { snapshotSharedRanges } from '../formats/qcow2/sharing.js';
+import { formatBytes } from '../util/units.js';
 import { hostAllocatedBytes } from '../util/space.js';
 
 const DEFAULT_CLUSTER_BYTES = 65536;
@@ -49,21 +51,29 @@ export async function estimateQcow2(image: Qcow2Image, context: Context): Promis
   const allocatedBlocks = touchedClusters(allocated, clusterBytes);
   const freeAllocated = coveredClusters(intersect(allocated, free), clusterBytes).length;
   const held = heldByLowerLayers(extents, free);
-  if (image.snapshots.length > 0) {
+  const shared = image.snapshots.length > 0 ? snapshotSharedRanges(image.path) : [];
+  const heldBySnapshots = totalBytes(intersect(intersect(allocated, free), shared ?? []));
+  if (shared === undefined) {
     warnings.push(
-      `The image has ${image.snapshots.length} internal snapshot(s); clusters they share with the current state stay allocated. Delete them with "prl_disk_tool merge" to free that space.`,
+      `The image has ${image.snapshots.length} internal snapshot(s); clusters they share with the current state stay allocated (how much cannot be read from this image's layout). Delete them with "prl_disk_tool merge" to free that space.`,
+    );
+  } else if (image.snapshots.length > 0) {
+    warnings.push(
+      `The image has ${image.snapshots.length} internal snapshot(s); they hold ${formatBytes(heldBySnapshots)} of the free guest space, which compact cannot release. Delete them with "prl_disk_tool merge" to free it.`,
     );
   }
   if (image.chain.length > 1) {
-    warnings.push(`Only the top layer "${image.path}" is compacted; ${held} bytes of free guest space are held by its backing files.`);
+    warnings.push(`Only the top layer "${image.path}" is compacted; ${formatBytes(held)} of free guest space is held by its backing files.`);
   }
+  // Discarding a shared cluster only drops the current state's reference: it frees nothing on the host.
+  const releasable = normalize(free).flatMap((range) => subtract(range, shared ?? []));
   return {
     clusterBytes,
     totalBlocks: Math.ceil(image.virtualSizeBytes / clusterBytes),
     allocatedBlocks,
     usedBlocks: allocatedBlocks - freeAllocated,
-    reclaimableBytes: reclaimableBytes(extents, hostData, free),
-    heldByLowerLayersBytes: held,
+    reclaimableBytes: reclaimableBytes(extents, hostData, releasable),
+    heldByLowerLayersBytes: held + heldBySnapshots,
     session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
     warnings,
   };

@@ -5,7 +5,8 @@ import { throwIfCancelled } from '../../util/cancel.js';
 import { entryToOffset } from './bat.js';
 import { extensionActive } from './check.js';
 import { clusterBytes, dataOffsetBytes } from './header.js';
-import { clearInUse, markInUse, readFully, truncateDelta, writeFully, syncData } from './delta.js';
+import { clearInUse, markInUse, truncateDelta, syncData } from './delta.js';
+import { readFully, writeFully } from '../../util/file-io.js';
 import { type PloopImage, requireRecovered } from './image.js';
 import { type DeltaLayout, moveCluster } from './resize.js';
 

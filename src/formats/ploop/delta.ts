@@ -1,7 +1,8 @@
 // One delta file on disk: positional reads and writes through a file descriptor, the header and
 // BAT loaded and validated, the durable-write primitives that every modifying operation uses.
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync } from 'node:fs';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { readFully, writeFully } from '../../util/file-io.js';
 import { debug } from '../../util/log.js';
 import { decodeBat, encodeEntry, entryToOffset, slotOffset, tableSlots } from './bat.js';
 import { type Finding, extensionActive, fatalFindings, validateDelta } from './check.js';
@@ -40,22 +41,6 @@ export interface DeltaLayout {
 
 export interface OpenOptions {
   write?: boolean;
-}
-
-export function readFully(fd: number, length: number, position: number): Buffer {
-  const buf = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, buf, done, length - done, position + done);
-    if (n === 0) break; // past the end: the rest reads as zeros, like a hole
-    done += n;
-  }
-  return buf;
-}
-
-export function writeFully(fd: number, data: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }
 
 /** Reads and validates a delta; throws ImageInvalid naming every fatal finding. */

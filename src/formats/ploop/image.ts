@@ -3,7 +3,8 @@
 import { closeSync, fstatSync, openSync, constants } from 'node:fs';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
 import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
-import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, readFully, recoverDelta } from './delta.js';
+import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, recoverDelta } from './delta.js';
+import { readFully } from '../../util/file-io.js';
 import { clusterBytes, effectiveSizeSectors } from './header.js';
 
 export interface PloopImage {

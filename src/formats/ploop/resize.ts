@@ -17,7 +17,6 @@ import {
   type DeltaLayout,
   clearInUse,
   markInUse,
-  readFully,
   syncData,
   truncateDelta,
   usedEndBytes,
@@ -27,6 +26,7 @@ import {
   writeHeader,
   zeroEntries,
 } from './delta.js';
+import { readFully } from '../../util/file-io.js';
 import { type PloopImage, requireRecovered } from './image.js';
 import { setDiskSize, writeDescriptor } from './descriptor.js';
 
