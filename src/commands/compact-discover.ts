@@ -48,9 +48,9 @@ export function discardedRanges(extents: readonly { start: number; length: numbe
   return normalize(extents.filter((e) => e.depth === 0 && e.zero && !e.data).map((e) => ({ start: e.start, length: e.length })));
 }
 
-/** Runs the trims in an overlay of `backing`; the image itself is only read. */
-export async function discoverFreeSpace(backing: string, format: QemuFormat, clusterBytes: number, context: Context): Promise<Discovery> {
-  const overlay = await createOverlay(backing, format, clusterBytes);
+/** Runs the trims in an overlay of `backing` (placed beside the file `beside`); the image itself is only read. */
+export async function discoverFreeSpace(backing: string, format: QemuFormat, clusterBytes: number, context: Context, beside = backing): Promise<Discovery> {
+  const overlay = await createOverlay(backing, format, clusterBytes, beside);
   try {
     const session = await trimDisk({ path: overlay.path, format: 'qcow2', readonly: false }, clusterBytes, context);
     return { ...session, freeRanges: discardedRanges(await map(overlay.path, 'qcow2', false)) };

@@ -25,14 +25,15 @@ export interface Overlay {
 }
 
 /**
- * A qcow2 overlay backed by the image: the appliance writes its trims there and the image is only read.
- * It lives beside the image; a read-only folder (compact --info needs only read access) puts it in $TMPDIR.
- * The cluster size matches the unit the caller counts in, so a discard covers exactly those clusters.
+ * A qcow2 overlay backed by the image (`backing`: a file, or a json: name for a ploop chain): the appliance
+ * writes its trims there and the image is only read. It lives beside the image file `beside`; a read-only
+ * folder (compact --info needs only read access) puts it in $TMPDIR. The cluster size matches the unit the
+ * caller counts in, so a discard covers exactly those clusters.
  */
-export async function createOverlay(backing: string, backingFormat: QemuFormat, clusterBytes: number): Promise<Overlay> {
-  const path = writableFolder(backing)
-    ? tempPathBeside(backing, 'compact-overlay')
-    : join(tmpdir(), `.${basename(backing)}.compact-overlay-${randomBytes(4).toString('hex')}.prl-tmp`);
+export async function createOverlay(backing: string, backingFormat: QemuFormat, clusterBytes: number, beside = backing): Promise<Overlay> {
+  const path = writableFolder(beside)
+    ? tempPathBeside(beside, 'compact-overlay')
+    : join(tmpdir(), `.${basename(beside)}.compact-overlay-${randomBytes(4).toString('hex')}.prl-tmp`);
   const remove = (): void => removeIfExists(path);
   const unregister = onExit(remove);
   try {

@@ -1,9 +1,9 @@
 // compact and its estimate for ploop: the free clusters found in an overlay, then the ploop engine drops
 // them from the BAT, moves tail clusters into the holes and truncates the delta (QEMU's parallels driver
 // ignores discard, so this is ours to do).
-import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
-import { countBlocks, describeCompactStep, executeCompact, planCompact, type CompactPlan } from '../formats/ploop/compact.js';
-import { NotSupported } from '../util/errors.js';
+import { openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
+import { qemuDeltaChain } from '../formats/ploop/qemu-chain.js';
+import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompact, type CompactPlan } from '../formats/ploop/compact.js';
 import { MiB } from '../util/units.js';
 import type { Context } from './context.js';
 import { discoverFreeSpace, type BlockEstimate } from './compact-discover.js';
@@ -18,26 +18,12 @@ export interface PloopEstimate extends BlockEstimate {
   plan: CompactPlan;
 }
 
-function refuseChain(image: PloopImage): void {
-  if (image.deltas.length > 1) {
-    throw new NotSupported(
-      `The ploop image "${image.descriptor.folder}" has ${image.deltas.length - 1} snapshot delta(s); the appliance can read only a single delta, so compact cannot see the guest's free space. Merge the snapshots first.`,
-    );
-  }
-}
-
 /** Opens the image (writable for compact), finishing first what an interrupted operation left behind. */
 export function openForCompact(folder: string, write: boolean, notes: string[]): PloopImage {
   const image = openPloopImage(folder, { write });
   if (image.pendingRecovery.length > 0) {
     if (write) notes.push(`Completed an interrupted operation: ${recoverPloopImage(image).join('; ')}.`);
     else notes.push(`The image was left by an interrupted operation (${image.pendingRecovery.join('; ')}); the next compact completes it first.`);
-  }
-  try {
-    refuseChain(image);
-  } catch (error) {
-    closePloopImage(image);
-    throw error;
   }
   return image;
 }
@@ -46,9 +32,14 @@ export function openForCompact(folder: string, write: boolean, notes: string[]):
 export async function estimatePloop(image: PloopImage, context: Context): Promise<PloopEstimate> {
   const top = image.deltas[0]!;
   const clusterBytes = image.clusterBytes;
-  const session = await discoverFreeSpace(top.path, 'parallels', Math.min(clusterBytes, MAX_OVERLAY_CLUSTER_BYTES), context);
+  // The appliance sees what the whole chain shows; the plan then drops only top clusters no lower delta backs.
+  const chain = qemuDeltaChain(image.deltas.map((delta) => delta.path));
+  const session = await discoverFreeSpace(chain, 'parallels', Math.min(clusterBytes, MAX_OVERLAY_CLUSTER_BYTES), context, top.path);
   const free = coveredClusters(session.freeRanges, clusterBytes);
-  const plan = planCompact(top, image.deltas.slice(1), free);
+  const lower = image.deltas.slice(1);
+  const plan = planCompact(top, lower, free);
+  // Free space that only a lower delta holds stays there too: only the top delta is compacted.
+  const onlyBelow = free.filter((index) => index < top.header.batEntries && top.bat[index] === 0 && heldBelow(lower, index)).length;
   const counts = countBlocks(top);
   return {
     clusterBytes,
@@ -56,7 +47,7 @@ export async function estimatePloop(image: PloopImage, context: Context): Promis
     allocatedBlocks: counts.allocatedBlocks,
     usedBlocks: counts.allocatedBlocks - plan.releasedClusters,
     reclaimableBytes: hostBytesFreed(plan, clusterBytes, top.fileSizeBytes, await hostDataRanges(top.path)),
-    heldByLowerLayersBytes: plan.notReclaimable * clusterBytes,
+    heldByLowerLayersBytes: (plan.notReclaimable + onlyBelow) * clusterBytes,
     plan,
     session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
     warnings: [],

@@ -1,12 +1,14 @@
-// compact with an internal qcow2 snapshot: --info says how much of the free space the snapshot holds, compact
-// frees only the rest (the estimate still within 5%), and deleting the snapshot with merge then frees about
-// what --info said was held. The image stays consistent (qemu-img check) and its files intact.
+// compact with snapshots. qcow2, an internal snapshot: --info says how much of the free space the snapshot
+// holds, compact frees only the rest (the estimate still within 5%), and deleting the snapshot with merge then
+// frees about what --info said was held. ploop, a snapshot delta: the top delta is compacted with the files the
+// chain shows intact, and free space the base holds is reported, not counted as reclaimable.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildImage, tool, verifyImage } from '../factory/index.js';
 import { cli, hostBytes, parseJson, type CompactJson, type InfoJson } from './compact-oracle.js';
+import { addPloopSnapshot } from '../helpers/ploop.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prl-compact-snapshots-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,5 +47,30 @@ describe('compact with an internal snapshot (qcow2)', () => {
     const merged = parseJson<CompactJson>(await cli(['merge', '--json', '--hdd', built.hdd]), 'merge');
     expect(merged.freedBytes).toBeGreaterThanOrEqual(0.9 * info.heldByLowerLayersBytes);
     await verifyImage(built);
+  });
+});
+
+describe('compact with a snapshot delta (ploop)', () => {
+  it('compacts the top delta and leaves the chain showing the same files', async () => {
+    const built = await buildImage({ format: 'ploop', table: 'gpt', content: 'ext4', dir, name: 'ploop-top', sizeMiB: 256, filesMiB: 8, deletedMiB: DELETED_MIB, seed: 13 });
+    const { top } = addPloopSnapshot(built.hdd, 256, 'top');
+    const info = parseJson<InfoJson>(await cli(['compact', '--info', '--json', '--hdd', built.hdd]), 'compact --info');
+    // The base is empty: nothing below holds the free space.
+    expect(info.heldByLowerLayersBytes).toBe(0);
+    const before = hostBytes(top);
+    const result = parseJson<CompactJson>(await cli(['compact', '--json', '--hdd', built.hdd]), 'compact');
+    const freed = before - hostBytes(top);
+    expect(freed).toBeGreaterThanOrEqual(0.9 * DELETED_MIB * MiB);
+    expect(Math.abs(info.reclaimableBytes - freed)).toBeLessThanOrEqual(Math.max(0.05 * freed, 2 * MiB));
+    expect(result.freedBytes).toBe(freed);
+    await verifyImage(built); // through the chain, which is still two deltas
+  });
+
+  it('says how much free space the base holds under a fresh snapshot', async () => {
+    const built = await buildImage({ format: 'ploop', table: 'gpt', content: 'ext4', dir, name: 'ploop-base', sizeMiB: 256, filesMiB: 8, deletedMiB: DELETED_MIB, seed: 14 });
+    addPloopSnapshot(built.hdd, 256, 'base');
+    const info = parseJson<InfoJson>(await cli(['compact', '--info', '--json', '--hdd', built.hdd]), 'compact --info');
+    expect(info.reclaimableBytes).toBe(0);
+    expect(info.heldByLowerLayersBytes).toBeGreaterThanOrEqual(0.9 * DELETED_MIB * MiB);
   });
 });

@@ -19,7 +19,7 @@ import {
   verifyImage,
 } from '../factory/index.js';
 import { editFiles, overwriteGuestBytes } from '../factory/mutate.js';
-import { BASE_GUID, TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+import { addPloopSnapshot } from '../helpers/ploop.js';
 
 const MiB = 1024 * 1024;
 
@@ -212,9 +212,7 @@ describe('verifier: proven able to fail', () => {
 
   it('reads a ploop snapshot chain through every delta, and sees a top delta that hides the data', async () => {
     const ploop = await buildImage({ format: 'ploop', table: 'mbr', content: 'ext4', dir, name: 'chain-ploop', sizeMiB: 64, filesMiB: 1, deletedMiB: 0, seed: 10 });
-    const top = `${ploop.dataFile}.top`;
-    await tool('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', top, '64M']);
-    await writeFile(join(ploop.hdd, 'DiskDescriptor.xml'), chainDescriptorXml(64, [top, ploop.dataFile], [TOP_GUID, BASE_GUID]));
+    const { top } = addPloopSnapshot(ploop.hdd, 64, 'base');
     // The top alone holds nothing: passing means the data was read from the base through it.
     await verifyImage(ploop);
     const start = ploop.partitions.at(-1)!.startSector * 512;

@@ -1,4 +1,8 @@
-// The tests' own DiskDescriptor.xml writer (independent of src/formats/ploop), for single deltas and chains.
+// The tests' own DiskDescriptor.xml writer (independent of src/formats/ploop), for single deltas and chains,
+// and a snapshot maker for factory-built ploop folders.
+import { execFileSync } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 // Layout per QEMU's docs/interop/prl-xml.txt and what the ploop library writes: 16 heads x 32 sectors, so any
 // whole MiB is a whole number of cylinders; the top delta conventionally carries TOP_GUID.
 
@@ -62,4 +66,24 @@ ${top}${shots}${spec.extraShots ?? ''}
 export function chainDescriptorXml(sizeMiB: number, files: readonly string[], guids: readonly string[], extraShots = ''): string {
   const shots = files.map((file, i) => ({ guid: guids[i]!, file: file.split('/').pop()!, parent: guids[i + 1] ?? ROOT_PARENT }));
   return descriptorXml({ sizeSectors: sizeMiB * 2048, blockSizeSectors: 2048, shots, extraShots });
+}
+
+/**
+ * Gives a single-delta ploop folder (delta `root.hds`, 1 MiB clusters) one snapshot: a new delta root.hds.top on
+ * top, chained in a new descriptor. `data: 'top'` moves the data into the top over a fresh, empty base (so a
+ * merge copies all of it down and the top holds everything a compact could free); `data: 'base'` leaves it in
+ * the base under an empty top (what a snapshot just taken looks like).
+ */
+export function addPloopSnapshot(folder: string, sizeMiB: number, data: 'top' | 'base'): { top: string; base: string } {
+  const base = join(folder, 'root.hds');
+  const top = `${base}.top`;
+  const create = (file: string): void => void execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', file, `${sizeMiB}M`]);
+  if (data === 'top') {
+    renameSync(base, top);
+    create(base);
+  } else {
+    create(top);
+  }
+  writeFileSync(join(folder, 'DiskDescriptor.xml'), chainDescriptorXml(sizeMiB, [basename(top), basename(base)], [TOP_GUID, BASE_GUID]));
+  return { top, base };
 }

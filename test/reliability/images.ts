@@ -5,7 +5,7 @@ import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rm
 import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
 import { descriptorXml, readDescriptor } from '../factory/ploop.js';
-import { BASE_GUID, TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+import { addPloopSnapshot } from '../helpers/ploop.js';
 
 export const SIZE_MIB = 256;
 
@@ -46,16 +46,10 @@ export async function withSnapshots(dir: string): Promise<BuiltImage> {
   return image;
 }
 
-/**
- * A ploop with one snapshot delta: the built data moved into the top delta (root.hds.top) over a fresh, empty base
- * (root.hds), so that merge must copy every cluster down and grow the base as it goes.
- */
+/** A ploop with one snapshot delta holding the built data over an empty base: merge must copy all of it down. */
 export async function withPloopSnapshot(dir: string): Promise<BuiltImage> {
   const image = await standard('ploop', dir);
-  const top = `${image.dataFile}.top`;
-  renameSync(image.dataFile, top);
-  sh('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', image.dataFile, `${SIZE_MIB}M`]);
-  writeFileSync(join(image.hdd, 'DiskDescriptor.xml'), chainDescriptorXml(SIZE_MIB, [top, image.dataFile], [TOP_GUID, BASE_GUID]));
+  addPloopSnapshot(image.hdd, SIZE_MIB, 'top');
   return image;
 }
 

@@ -41,7 +41,8 @@ export function countBlocks(top: DeltaLayout): BlockCounts {
   return { blockSizeSectors: top.header.clusterSectors, totalBlocks: top.header.batEntries, allocatedBlocks: allocated };
 }
 
-function heldBelow(lower: readonly DeltaLayout[], index: number): boolean {
+/** Whether a delta below the top holds virtual cluster `index`. */
+export function heldBelow(lower: readonly DeltaLayout[], index: number): boolean {
   return lower.some((l) => index < l.header.batEntries && l.bat[index] !== 0);
 }
 
