@@ -44,6 +44,8 @@ async function main(argv: readonly string[]): Promise<number> {
       notice: (message) => writeErr(json ? JSON.stringify({ event: 'notice', message }) + '\n' : `${message}\n`),
     });
     await runExitActions((message) => writeErr(`${message}\n`));
+    // Every report carries its warnings: in the JSON object, or as lines on stderr.
+    if (!json) for (const warning of report.warnings) writeErr(`${warning}\n`);
     process.stdout.write(json ? renderJson(report) + '\n' : renderText(report, request.kind === 'resize-info' ? request.units : 'M'));
     return EXIT_OK;
   } catch (error) {

@@ -9,9 +9,7 @@ import { estimatePloop, openForCompact } from './compact-ploop.js';
 import type { BlockEstimate } from './compact-discover.js';
 
 export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
-  const report = await measure(hdd, context);
-  for (const warning of report.warnings) context.notice(warning);
-  return report;
+  return measure(hdd, context);
 }
 
 function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {

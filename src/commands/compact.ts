@@ -92,7 +92,6 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
       for (const stale of findStaleTemporaries(dataFile, 'compact-overlay')) removeIfExists(stale);
     }
     const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image.folder, dryRun, context);
-    for (const warning of outcome.warnings) context.notice(warning);
     const unchanged = outcome.freedBytes === 0;
     const verb = dryRun ? 'would free' : 'freed';
     const messages = [

@@ -11,7 +11,8 @@ import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.j
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
-import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
+import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists, writeFileAtomic } from '../util/atomic.js';
+import { findLeftovers, leftoversNoteContent, newLeftoversNote, type Leftovers } from './merge-leftovers.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
@@ -19,8 +20,10 @@ import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
 export type ExternalStep =
   | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }
   | { kind: 'shrink-base'; base: string; sizeBytes: number }
+  | { kind: 'note-intermediates'; note: string; paths: string[] }
   | { kind: 'replace-top'; base: string; top: string }
-  | { kind: 'remove'; path: string };
+  | { kind: 'remove'; path: string }
+  | { kind: 'forget-notes'; notes: string[] };
 
 export function describeExternalStep(step: ExternalStep): string {
   switch (step.kind) {
@@ -30,8 +33,12 @@ export function describeExternalStep(step: ExternalStep): string {
       return `Cut the base ${step.base} to the top's virtual size of ${step.sizeBytes} bytes (the part past it was never visible).`;
     case 'replace-top':
       return `Rename the merged base ${step.base} over ${step.top} (atomic), then make the rename durable.`;
+    case 'note-intermediates':
+      return `Write down the ${step.paths.length} intermediate image(s) in ${step.note}, so that a rerun removes them if this run stops after the rename.`;
     case 'remove':
       return `Remove the intermediate image ${step.path}, which nothing uses any more.`;
+    case 'forget-notes':
+      return `Remove the note(s) ${step.notes.join(', ')}.`;
   }
 }
 
@@ -42,13 +49,25 @@ export interface ChainFacts {
   freeBytesAtBase: number;
   /** Whether the base can be renamed over the top atomically. */
   baseOnTopFilesystem: boolean;
+  /** What an interrupted run left beside the top, and where this run's note goes. */
+  leftovers?: Leftovers;
+  note?: string;
 }
 
 /** Pure: the steps of the merge, or a refusal saying what to do instead. */
 export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
   const { chain } = facts;
   const top = chain[0]!;
-  if (chain.length === 1) return { summary: `${top.path} has no backing file; nothing to merge.`, steps: [] };
+  const stale = facts.leftovers?.notes ?? [];
+  const forget: ExternalStep[] = stale.length > 0 ? [{ kind: 'forget-notes', notes: stale }] : [];
+  if (chain.length === 1) {
+    const leftovers = facts.leftovers?.paths ?? [];
+    if (stale.length === 0) return { summary: `${top.path} has no backing file; nothing to merge.`, steps: [] };
+    return {
+      summary: `${top.path} has no backing file; remove the ${leftovers.length} intermediate image(s) an interrupted merge --external left.`,
+      steps: [...leftovers.map((path): ExternalStep => ({ kind: 'remove', path })), ...forget],
+    };
+  }
   const base = chain[chain.length - 1]!;
   for (const layer of chain) {
     if (layer.corrupt) throw new ImageInvalid(`The qcow2 image "${layer.path}" of the chain is marked corrupt; repair it with "qemu-img check -r all" first`);
@@ -77,10 +96,14 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
     );
   }
   const baseName = chain[chain.length - 2]!.backingPath ?? base.path;
-  const steps: ExternalStep[] = [{ kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
+  const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
   if (base.virtualSizeBytes > top.virtualSizeBytes) steps.push({ kind: 'shrink-base', base: base.path, sizeBytes: top.virtualSizeBytes });
+  const intermediates = chain.slice(1, -1).map((layer) => layer.path);
+  const note = intermediates.length > 0 ? facts.note : undefined;
+  if (note !== undefined) steps.push({ kind: 'note-intermediates', note, paths: intermediates });
   steps.push({ kind: 'replace-top', base: base.path, top: top.path });
-  for (const layer of chain.slice(1, -1)) steps.push({ kind: 'remove', path: layer.path });
+  for (const path of intermediates) steps.push({ kind: 'remove', path });
+  if (note !== undefined) steps.push({ kind: 'forget-notes', notes: [note] });
   return { summary: `Fold the ${chain.length} images of the backing chain of ${top.path} into one standalone image at ${top.path}.`, steps };
 }
 
@@ -115,9 +138,16 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
       commitRename(step.base, step.top);
       if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
       return;
+    case 'note-intermediates':
+      writeFileAtomic(step.note, leftoversNoteContent(step.paths));
+      return;
     case 'remove':
       removeIfExists(step.path);
       fsyncDirectoryOf(step.path);
+      return;
+    case 'forget-notes':
+      for (const note of step.notes) removeIfExists(note);
+      fsyncDirectoryOf(step.notes[0]!);
       return;
   }
 }
@@ -135,7 +165,15 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
       await readLayer(layer.path, false);
       if (!layer.dirty) await requireNoWriterConflict(layer.path);
     }
-    const warnings: string[] = [];
+    const leftovers = findLeftovers(opened.ref.path);
+    // Files an interrupted run meant to remove are locked like the layers: nobody else may be using them.
+    if (layers.length === 1) {
+      for (const path of leftovers.paths) {
+        locks.push(acquireLock(path, 'exclusive', path));
+        await readLayer(path, false);
+      }
+    }
+    const warnings: string[] = leftovers.unreadable.map((note) => `The note ${note} could not be read; it is removed, and the files it may name are left alone.`);
     for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)).warnings);
     const chain = layers.map((layer) => ({ ...layer, hostBytes: hostAllocatedBytes(layer.path) }));
     const base = chain[chain.length - 1]!;
@@ -143,6 +181,8 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
       chain,
       freeBytesAtBase: freeBytesAt(dirname(base.path)),
       baseOnTopFilesystem: chain.length === 1 || sameFilesystem(dirname(base.path), dirname(opened.ref.path)),
+      leftovers,
+      note: newLeftoversNote(opened.ref.path),
     });
     const lines = describePlan(plan, describeExternalStep);
     const hostBytesBefore = chain.reduce((sum, layer) => sum + layer.hostBytes, 0);
@@ -159,10 +199,13 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
     const removed = plan.steps.filter((s) => s.kind === 'remove').length;
     return {
       kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines,
-      messages: [
-        `Merged the backing chain of ${chain.length} images into ${opened.ref.path}, which no longer has a backing file; ${removed} intermediate file(s) removed.`,
-        `The base file ${base.path} now lives at ${opened.ref.path}; any other image that used it as a backing file must be re-pointed.`,
-      ],
+      messages:
+        chain.length === 1
+          ? [`Removed ${removed} intermediate image(s) that an interrupted merge --external left; ${opened.ref.path} was already standalone.`]
+          : [
+              `Merged the backing chain of ${chain.length} images into ${opened.ref.path}, which no longer has a backing file; ${removed} intermediate file(s) removed.`,
+              `The base file ${base.path} now lives at ${opened.ref.path}; any other image that used it as a backing file must be re-pointed.`,
+            ],
       facts: { ...facts, hostBytesAfter, freedBytes: Math.max(0, hostBytesBefore - hostBytesAfter) },
       warnings,
     };

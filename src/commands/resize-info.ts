@@ -62,7 +62,6 @@ export async function resizeInfo(hdd: string, context: Context): Promise<ResizeI
       return session;
     });
     const limits = sizeLimits(facts, measured);
-    for (const warning of limits.warnings) context.notice(warning);
     return {
       kind: 'resize-info',
       sizeBytes: facts.sizeBytes,

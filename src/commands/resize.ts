@@ -71,7 +71,6 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       if (request.dryRun) await closeGuest(state);
     }
     const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
-    for (const warning of [...plan.warnings, ...(limits?.warnings ?? [])]) context.notice(warning);
     const lines = describePlan(plan, describeStep);
     const facts0 = { sizeBeforeBytes: facts.sizeBytes, sizeAfterBytes: request.sizeBytes, hostBytesBefore };
     if (request.dryRun || plan.steps.length === 0) {

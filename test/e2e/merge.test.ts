@@ -2,7 +2,7 @@
 // against a flattened copy made before, refusals checked to change no byte, kill -9 mid-commit checked to leave a
 // usable image with the same content.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, openSync, writeSync, closeSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, qemuIo, info, identical, sums } from '../helpers/images.js';
@@ -70,6 +70,31 @@ describe('merge --external', () => {
     // Only the top's name and the reference remain: the base moved, the intermediates are gone.
     expect(readdirSync(dir).sort()).toEqual(['flat.ref', `layer${n - 1}.qcow2`]);
     expect(result.json!.chain).toHaveLength(n);
+  });
+
+  it('a run killed after the rename left its intermediates and note: the rerun removes them; a bad note is only dropped', async () => {
+    // The state such a kill leaves, made by hand: the top is already the merged, standalone image.
+    const dir = freshDir();
+    const files = buildChain(dir, 3);
+    const top = files[2]!;
+    flatten(top, join(dir, 'merged.qcow2'));
+    renameSync(join(dir, 'merged.qcow2'), top);
+    rmSync(files[0]!);
+    const note = join(dir, '.layer2.qcow2.merge-leftovers-0123abcd.prl-tmp');
+    writeFileSync(note, JSON.stringify({ intermediates: [files[1]] }));
+    const content = sums(dir)['layer2.qcow2'];
+    const rerun = await cli('merge', '--external', '--hdd', top);
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(rerun.stdout).toMatch(/Removed 1 intermediate image\(s\) that an interrupted merge --external left/);
+    expect(readdirSync(dir)).toEqual(['layer2.qcow2']);
+    expect(sums(dir)['layer2.qcow2']).toBe(content);
+
+    writeFileSync(join(dir, 'other.qcow2'), 'kept');
+    writeFileSync(note, '{"intermediates": "not a list"}');
+    const bad = await cli('merge', '--external', '--hdd', top);
+    expect(bad.status, bad.stderr).toBe(0);
+    expect(bad.stdout + bad.stderr).toMatch(/could not be read; it is removed, and the files it may name are left alone/);
+    expect(readdirSync(dir).sort()).toEqual(['layer2.qcow2', 'other.qcow2']);
   });
 
   it('grows a smaller base to the top size and keeps a base larger than the top invisible', async () => {
@@ -144,12 +169,12 @@ describe('merge --external', () => {
     expect(killedAt).toBeGreaterThanOrEqual(20);
     // Killed before the rename: the chain is intact, the content seen through the top is the same.
     expect(info(top)['backing-filename']).toBe(mid);
-    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
+    expect(identical(join(dir, 'flat.ref'), top), 'content after the kill').toBe(true);
     checkClean(base);
     const rerun = await cli('merge', '--external', '--hdd', top);
     expect(rerun.status, rerun.stderr).toBe(0);
-    expect(identical(join(dir, 'flat.ref'), top)).toBe(true);
-    expect(existsSync(base) || existsSync(mid)).toBe(false);
+    expect(identical(join(dir, 'flat.ref'), top), 'content after the rerun').toBe(true);
+    expect(existsSync(base) || existsSync(mid), `${rerun.stdout}\n${rerun.stderr}\n${readdirSync(dir).join(" ")}`).toBe(false);
     checkClean(top);
   });
 });

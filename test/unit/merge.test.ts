@@ -61,6 +61,22 @@ describe('planExternalMerge', () => {
     expect(plan.steps[1]).toEqual({ kind: 'replace-top', base: `/vm/l${n - 1}.qcow2`, top: '/vm/l0.qcow2' });
     for (const step of plan.steps) expect(describeExternalStep(step)).toMatch(/\.$/);
   });
+  it('writes the intermediates down before the rename and forgets the note after removing them', () => {
+    const plan = planExternalMerge(facts(chainOf(4), { note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp' }));
+    expect(plan.steps.map((s) => s.kind)).toEqual(['commit', 'note-intermediates', 'replace-top', 'remove', 'remove', 'forget-notes']);
+    expect(plan.steps[1]).toEqual({ kind: 'note-intermediates', note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp', paths: ['/vm/l1.qcow2', '/vm/l2.qcow2'] });
+    // Two layers have no intermediate: no note.
+    expect(planExternalMerge(facts(chainOf(2), { note: '/vm/n' })).steps.map((s) => s.kind)).toEqual(['commit', 'replace-top']);
+  });
+  it('a standalone top with a note left by a killed run: removes what the note names, then the note', () => {
+    const leftovers = { notes: ['/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp'], paths: ['/vm/l1.qcow2'], unreadable: [] };
+    const plan = planExternalMerge(facts(chainOf(1), { leftovers }));
+    expect(plan.steps).toEqual([{ kind: 'remove', path: '/vm/l1.qcow2' }, { kind: 'forget-notes', notes: leftovers.notes }]);
+    expect(plan.summary).toMatch(/remove the 1 intermediate image\(s\) an interrupted merge --external left/);
+    // A chain still there means the rename never happened: the stale note is dropped and the merge runs again.
+    const again = planExternalMerge(facts(chainOf(3), { leftovers, note: '/vm/new' }));
+    expect(again.steps.map((s) => s.kind)).toEqual(['forget-notes', 'commit', 'note-intermediates', 'replace-top', 'remove', 'forget-notes']);
+  });
   it('cuts a base larger than the top back to the top size before the rename', () => {
     const chain = chainOf(2);
     chain[1]!.virtualSizeBytes = 128 * MiB;
