@@ -130,7 +130,7 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
       context.progress.done();
       return;
     case 'shrink-base':
-      await qemuImg(['resize', '-f', 'qcow2', '--shrink', step.base, String(step.sizeBytes)], { timeoutMs: 60 * 60_000 });
+      await qemuImg(['resize', '-f', 'qcow2', '--shrink', step.base, String(step.sizeBytes)], { timeoutMs: 60 * 60_000, untorn: true });
       fsyncPath(step.base);
       return;
     case 'replace-top':

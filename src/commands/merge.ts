@@ -73,7 +73,7 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     context.progress.step('Deleting internal snapshots');
     await executePlan(plan, describeSnapshotStep, async (step) => {
       // Each step runs to its end even when interrupted (killing qemu-img amid a deletion leaks clusters).
-      if (step.kind === 'repair-leaks') await repairLeaks(step.path, { untorn: true });
+      if (step.kind === 'repair-leaks') await repairLeaks(step.path);
       else await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000, untorn: true });
       context.progress.update(++done / plan.steps.length);
     });

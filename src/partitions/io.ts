@@ -73,7 +73,8 @@ export async function writeSectors(disk: DiskFile, writes: readonly SectorWrite[
       args.push('-c', `write -q -s ${source} ${write.offsetBytes} ${write.bytes.length}`);
     });
     args.push('-c', 'flush', disk.path);
-    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 300_000 });
+    // A few sectors of table: stopping between two of them would leave the table half-written.
+    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 300_000, untorn: true });
     if (/failed|error/i.test(stdout + stderr)) throw new ToolError('tool-failed', `qemu-io could not write to "${disk.path}": ${(stdout + stderr).trim()}`);
   } finally {
     rmSync(folder, { recursive: true, force: true });

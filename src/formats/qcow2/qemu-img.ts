@@ -116,10 +116,11 @@ export async function check(path: string, format: QemuFormat, shareLock = false)
  * Frees clusters that an interrupted write left allocated but unused (qemu-img check's "leaks"). Leaks are
  * harmless and their repair only touches refcounts, never data; corruptions are not repaired here.
  */
-export async function repairLeaks(path: string, options: Pick<RunOptions, 'untorn'> = {}): Promise<number> {
+export async function repairLeaks(path: string): Promise<number> {
   const found = await check(path, 'qcow2');
   if (found.leaks === 0 || found.corruptions > 0) return 0;
-  await run('qemu-img', ['check', '-r', 'leaks', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000, ...options });
+  // Untorn: a repair stopped halfway would leave part of the leaks for the next run to find again.
+  await run('qemu-img', ['check', '-r', 'leaks', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000, untorn: true });
   return found.leaks;
 }
 
