@@ -6,7 +6,7 @@ import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js
 import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
 import { executePlan } from '../plan/plan.js';
-import { shielded } from '../util/cancel.js';
+import { shielded, throwIfCancelled } from '../util/cancel.js';
 import { GuestSession } from '../guest/session.js';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
 import { type DiskFile, writeSectors } from '../partitions/io.js';
@@ -117,6 +117,9 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       }
       case 'write-table':
         await closeGuest(state);
+        // A signal that came before the table is touched still rolls the grow back. From here to the start of
+        // the (untorn) write there is no await, so none can slip in between.
+        throwIfCancelled();
         if (!state.overlay) delete state.grownFrom;
         if (!state.overlay && facts.image.format === 'ploop') return writePloopSectors(facts.image.folder, step.writes, context.notice);
         return writeSectors(current(), step.writes);
@@ -127,6 +130,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
       }
       case 'commit-overlay':
         await closeGuest(state);
+        throwIfCancelled(); // as for write-table: before the commit begins, the grow can still be rolled back
         delete state.grownFrom;
         await state.overlay!.commit(context.progress);
         delete state.overlay;

@@ -122,6 +122,26 @@ async function signalAtStep(args: string[], step: string, sig: NodeJS.Signals): 
   return { ...outcome, orphans };
 }
 
+describe('SIGINT/SIGTERM amid a plain grow (qcow2)', () => {
+  // B12 (docs/reliability.md), owner: resize. A signal during "Growing the image" killed qemu-img resize halfway
+  // (leaked clusters), and one landing just before the GPT write left the image grown with its backup header at
+  // the old end: the grow's rollback had already been given up. Now the resize finishes (untorn), the table
+  // write checks for a signal before giving up the rollback, and the image goes back to its old size.
+  it.each(['SIGTERM', 'SIGINT'] as const)('B12 (fixed): %s at "Growing the image": exit 130, the old size, a clean image', async (sig) => {
+    const dir = workDir(`b12-${sig}`);
+    try {
+      const image = await standard('qcow2', dir);
+      const result = await signalAtStep(['resize', '--hdd', image.hdd, '--size', '384M'], 'Growing the image', sig);
+      expect(result.orphans).toEqual([]);
+      expect([0, 130]).toContain(result.code);
+      expect((await judge(image)).problems).toEqual([]);
+      expect(completed.size(result.code === 130 ? 256 : 384)(image)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('SIGINT/SIGTERM with the appliance running (qcow2)', () => {
   // B4 (docs/reliability.md), owner: resize --resize_partition. The grow resizes the image itself ("Growing the
   // image", qemu-img resize) before the appliance works on the overlay; a SIGTERM or SIGINT while the appliance
