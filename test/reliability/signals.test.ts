@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
 import { FULL, cloneImage, descendants, fingerprint, fingerprintDiff, judge, runAndSignal, runCli, sleep, spread, startCli, strayFiles, waitGone, workDir, type Outcome } from './harness.js';
 import { hostOps, type HostOp } from './host-cells.js';
-import { standard, completed } from './images.js';
+import { standard, completed, info } from './images.js';
 import { Tally, type Row } from './summary.js';
 
 const tally = new Tally('signals');
@@ -127,7 +127,9 @@ describe('SIGINT/SIGTERM amid a plain grow (qcow2)', () => {
   // (leaked clusters), and one landing just before the GPT write left the image grown with its backup header at
   // the old end: the grow's rollback had already been given up. Now the resize finishes (untorn), the table
   // write checks for a signal before giving up the rollback, and the image goes back to its old size.
-  it.each(['SIGTERM', 'SIGINT'] as const)('B12 (fixed): %s at "Growing the image": exit 130, the old size, a clean image', async (sig) => {
+  // A signal that arrives late (a loaded machine) can find the untorn table write under way: the grow is then
+  // complete and consistent, and exit 130 says the command was interrupted after its last step.
+  it.each(['SIGTERM', 'SIGINT'] as const)('B12 (fixed): %s at "Growing the image": exit 130, the old size or the whole grow, a clean image', async (sig) => {
     const dir = workDir(`b12-${sig}`);
     try {
       const image = await standard('qcow2', dir);
@@ -135,7 +137,8 @@ describe('SIGINT/SIGTERM amid a plain grow (qcow2)', () => {
       expect(result.orphans).toEqual([]);
       expect([0, 130]).toContain(result.code);
       expect((await judge(image)).problems).toEqual([]);
-      expect(completed.size(result.code === 130 ? 256 : 384)(image)).toBeUndefined();
+      const size = info(image).virtualSizeBytes / 1024 / 1024;
+      expect(result.code === 0 ? [384] : [256, 384]).toContain(size);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
