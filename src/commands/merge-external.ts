@@ -11,8 +11,8 @@ import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.j
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
-import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists, writeFileAtomic } from '../util/atomic.js';
-import { findLeftovers, leftoversNoteContent, newLeftoversNote, type Leftovers } from './merge-leftovers.js';
+import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
+import { findLeftovers, newLeftoversNote, writeLeftoversNote, type Leftovers } from './merge-leftovers.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
@@ -139,7 +139,7 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
       if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
       return;
     case 'note-intermediates':
-      writeFileAtomic(step.note, leftoversNoteContent(step.paths));
+      writeLeftoversNote(step.note, step.paths);
       return;
     case 'remove':
       removeIfExists(step.path);

@@ -1,9 +1,10 @@
 // merge --external writes its intermediates down before the merged base takes the top's name. A run killed
 // between that rename and their removal leaves files that nothing references any more; the note lets the next
 // run (the documented recovery) remove them instead of leaving them forever.
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
-import { findStaleTemporaries, tempPathBeside } from '../util/atomic.js';
+import { findStaleTemporaries, fsyncDirectoryOf, tempPathBeside } from '../util/atomic.js';
+import { writeFully } from '../util/file-io.js';
 
 const PURPOSE = 'merge-leftovers';
 
@@ -43,6 +44,17 @@ export function newLeftoversNote(top: string): string {
   return tempPathBeside(top, PURPOSE);
 }
 
-export function leftoversNoteContent(intermediates: readonly string[]): string {
-  return `${JSON.stringify({ intermediates })}\n`;
+/**
+ * Writes the note in one write() to its fresh name, then fsyncs it and the folder. No temporary: a kill cannot
+ * tear a single small write, and a note emptied by a power cut reads as unreadable (removed, files left alone).
+ */
+export function writeLeftoversNote(note: string, intermediates: readonly string[]): void {
+  const fd = openSync(note, 'wx', 0o600);
+  try {
+    writeFully(fd, Buffer.from(`${JSON.stringify({ intermediates })}\n`, 'utf8'), 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  fsyncDirectoryOf(note);
 }

@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ImageFormat } from '../factory/index.js';
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FULL, cloneImage, runCli, workDir } from './harness.js';
 import { completed, leakOneCluster, standard, withSnapshots } from './images.js';
@@ -91,6 +91,23 @@ describe('known bugs found by the kill matrix', () => {
       expect(rerun.code).toBe(0);
       expect(rerun.stdout).toMatch(/leaked cluster/);
       expect(leaks()).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // B13 (docs/reliability.md), owner: the ploop descriptor writer. kill -9 between writing the descriptor's
+  // temporary and renaming it left .DiskDescriptor.xml.write-XXXXXXXX.prl-tmp behind for good: the rerun wrote
+  // the descriptor under a new temporary name and never looked for the old one.
+  it('B13 (fixed): the next descriptor write removes the temporary a killed write left', async () => {
+    const dir = workDir('b13');
+    try {
+      const image = await standard('ploop', dir);
+      const stale = join(image.hdd, '.DiskDescriptor.xml.write-0123abcd.prl-tmp');
+      writeFileSync(stale, '<?xml version="1.0"?>\n<Parallels_disk_image');
+      expect((await runCli(['resize', '--hdd', image.hdd, '--size', '384M'])).code).toBe(0);
+      expect(existsSync(stale)).toBe(false);
+      expect(completed.size(384)(image)).toBeUndefined();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -6,7 +6,7 @@ import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { DOMParser, XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
-import { writeFileAtomic } from '../../util/atomic.js';
+import { findStaleTemporaries, removeIfExists, writeFileAtomic } from '../../util/atomic.js';
 import { isValidClusterSectors } from './check.js';
 
 export const DESCRIPTOR_NAME = 'DiskDescriptor.xml';
@@ -236,7 +236,11 @@ export function serializeDescriptor(descriptor: PloopDescriptor): string {
   return body.startsWith('<?xml') ? body : `<?xml version="1.0" encoding="UTF-8"?>\n${body}`;
 }
 
-/** Temporary file, fsync, rename, fsync of the folder. */
+/**
+ * Temporary file, fsync, rename, fsync of the folder. Writers hold the image's exclusive lock, so a temporary
+ * of an earlier write still beside the descriptor is what a killed run left: it goes first.
+ */
 export function writeDescriptor(descriptor: PloopDescriptor): void {
+  for (const stale of findStaleTemporaries(descriptor.path, 'write')) removeIfExists(stale);
   writeFileAtomic(descriptor.path, serializeDescriptor(descriptor).replace(/\n?$/, '\n'));
 }
