@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, runCliSync } from '../helpers/cli.js';
+import { startPausedVm } from '../helpers/holders.js';
 
 let dir: string;
 let qcow2: string;
@@ -152,9 +153,8 @@ describe('a running VM holds the image', () => {
     copyFileSync(qcow2, image);
     execFileSync('qemu-img', ['snapshot', '--image-opts', '-c', 'snap1', `driver=qcow2,file.filename=${image}`]);
     const before = execFileSync('sha256sum', [image], { encoding: 'utf8' });
-    const vm = spawn('qemu-system-x86_64', ['-machine', 'accel=tcg', '-display', 'none', '-S', '-monitor', 'none', '-serial', 'none', '-drive', `file=${image},format=qcow2,if=virtio`], { stdio: 'ignore' });
+    const vm = await startPausedVm(image, 'qcow2');
     try {
-      await new Promise((resolve) => setTimeout(resolve, 1500));
       const result = await runCli(['merge', '--hdd', image]);
       expect(result.code).toBe(6);
       expect(result.stderr).toMatch(/in use by a running virtual machine; stop the VM first/);

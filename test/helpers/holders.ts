@@ -1,5 +1,6 @@
 // Other processes holding an image, as a running VM or another prl_disk_tool would; each returns its release.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Keeps a file open read-write in qemu-io, which holds QEMU's image lock like a running VM. */
 export function holdOpen(file: string, format: 'qcow2' | 'parallels' = 'qcow2'): () => void {
@@ -14,4 +15,21 @@ export function holdOpen(file: string, format: 'qcow2' | 'parallels' = 'qcow2'):
 export function holdFlock(file: string): () => void {
   const child = spawn('flock', ['-x', file, 'sleep', '60'], { stdio: 'ignore' });
   return () => child.kill('SIGKILL');
+}
+
+/**
+ * Starts a paused VM on the file and waits until it holds QEMU's image lock, which is when qemu-img info (without
+ * -U) can no longer open the file. That probe briefly holds a read lock itself, so a VM opening its drive at the
+ * same instant can fail with "Failed to get "write" lock": it is then started again.
+ */
+export async function startPausedVm(file: string, fmt: 'qcow2' | 'parallels'): Promise<ChildProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const qemu = spawn('qemu-system-x86_64', ['-machine', 'accel=tcg', '-display', 'none', '-S', '-monitor', 'none', '-serial', 'none', '-nodefaults', '-drive', `file=${file},format=${fmt},if=virtio`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    let qemuErr = '';
+    qemu.stderr!.setEncoding('utf8').on('data', (c: string) => (qemuErr += c));
+    for (let i = 0; i < 300 && qemu.exitCode === null && spawnSync('qemu-img', ['info', '-f', fmt, file]).status === 0; i++) await sleep(100);
+    await sleep(200); // let an exit that raced the last probe be seen
+    if (qemu.exitCode === null) return qemu;
+    if (attempt === 3 || !/Failed to get .*lock/.test(qemuErr)) throw new Error(`qemu exited: ${qemuErr}`);
+  }
 }

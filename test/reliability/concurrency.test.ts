@@ -3,6 +3,7 @@
 // QEMU holding the image, which every modifying operation must refuse with exit code 6.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { startPausedVm } from '../helpers/holders.js';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
@@ -215,17 +216,10 @@ describe.each(['qcow2', 'ploop'] as const)('a running QEMU holding the %s image'
   it('every modifying operation refuses with exit 6 and changes nothing', async () => {
     const started = Date.now();
     const image = await standard(format, join(root, `vm-${format}`));
-    const drive = `file=${image.dataFile},format=${format === 'qcow2' ? 'qcow2' : 'parallels'},if=virtio`;
-    const qemu = spawn('qemu-system-x86_64', ['-machine', 'accel=tcg', '-display', 'none', '-S', '-monitor', 'none', '-serial', 'none', '-nodefaults', '-drive', drive], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    let qemuErr = '';
-    qemu.stderr.setEncoding('utf8').on('data', (c: string) => (qemuErr += c));
+    const qemu = await startPausedVm(image.dataFile, format === 'qcow2' ? 'qcow2' : 'parallels');
     const failures: string[] = [];
     let tried = 0;
     try {
-      // QEMU holds its image lock once qemu-img info (without -U) can no longer take a shared one.
-      const fmt = format === 'qcow2' ? 'qcow2' : 'parallels';
-      for (let i = 0; i < 300 && spawnSync('qemu-img', ['info', '-f', fmt, image.dataFile]).status === 0; i++) await sleep(100);
-      if (qemu.exitCode !== null) throw new Error(`qemu exited: ${qemuErr}`);
       const folder = format === 'qcow2' ? dirname(image.dataFile) : image.hdd;
       const before = fingerprint(folder);
       const commands = [...writers(image.hdd), ['merge', '--external', '--hdd', image.hdd], ['resize', '--hdd', image.hdd, '--size', '384M', '--resize_partition'], ['convert', '--hdd', image.hdd, '--expanding']];
