@@ -6,8 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { run } from '../util/exec.js';
 import { onExit } from '../util/cancel.js';
 import { removeIfExists, tempPathBeside, fsyncDirectoryOf } from '../util/atomic.js';
-import { ImageInvalid } from '../util/errors.js';
-import { check, qemuImg, type CheckResult, type QemuFormat } from '../formats/qcow2/qemu-img.js';
+import { check, qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Range } from './compact-ranges.js';
 
 function writableFolder(path: string): boolean {
@@ -61,15 +60,6 @@ export async function discardRanges(path: string, format: QemuFormat, ranges: re
   const commands = ranges.flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
   // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
   await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
-}
-
-/** Refuses a qcow2 image that qemu-img check finds corrupt: discarding through broken refcounts loses data. */
-export function refuseCorrupt(path: string, result: CheckResult): void {
-  if (result.corruptions > 0 || result.checkErrors > 0) {
-    throw new ImageInvalid(
-      `The qcow2 image "${path}" has ${result.corruptions} corruption(s)${result.checkErrors > 0 ? ` and ${result.checkErrors} check error(s)` : ''}; repair it with "qemu-img check -r all -f qcow2 ${path}" (on a copy first), then compact again`,
-    );
-  }
 }
 
 /**

@@ -8,10 +8,6 @@ import { estimateQcow2 } from './compact-qcow2.js';
 import { estimatePloop, openForCompact } from './compact-ploop.js';
 import type { BlockEstimate } from './compact-discover.js';
 
-export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
-  return measure(hdd, context);
-}
-
 function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
   return {
     kind: 'compact-info',
@@ -25,7 +21,7 @@ function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
   };
 }
 
-async function measure(hdd: string, context: Context): Promise<CompactInfoReport> {
+export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
   const opened = await openImage(hdd, 'query');
   try {
     if (opened.ref.format === 'qcow2') {

@@ -1,8 +1,9 @@
 // compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
-import { check as checkImage, map, repairLeaks, type MapExtent } from '../formats/qcow2/qemu-img.js';
+import { check as checkImage, freeLeaks, map, type MapExtent } from '../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../formats/image.js';
 import type { Context } from './context.js';
-import { refuseCorrupt, truncateQcow2Tail } from './compact-host.js';
+import { truncateQcow2Tail } from './compact-host.js';
+import { requireConsistentQcow2 } from './merge-host.js';
 import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './compact-discover.js';
 import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
 import { snapshotSharedRanges } from '../formats/qcow2/sharing.js';
@@ -88,11 +89,10 @@ export interface Qcow2CompactResult {
 
 /** Trims in place: the drive with discard enabled, so QEMU releases the clusters as the guest trims. */
 export async function compactQcow2(image: Qcow2Image, context: Context): Promise<Qcow2CompactResult> {
-  const check = await checkImage(image.path, 'qcow2');
-  refuseCorrupt(image.path, check);
+  const { leaks } = await requireConsistentQcow2(image.path);
   const hostBytesBefore = hostAllocatedBytes(image.path);
   // Leaked clusters (an interrupted write's) are host space no guest uses: freeing them is part of compacting.
-  if (check.leaks > 0) await repairLeaks(image.path);
+  if (leaks > 0) await freeLeaks(image.path);
   const session = await trimDisk({ path: image.path, format: 'qcow2', readonly: false }, clusterBytesOf(image), context);
   const truncatedBytes = await truncateQcow2Tail(image.path);
   return { session, hostBytesBefore, hostBytesAfter: hostAllocatedBytes(image.path), truncatedBytes };

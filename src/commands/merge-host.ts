@@ -1,4 +1,4 @@
-// Host-side chores shared by merge and convert: ownership, qcow2 image-opts and checks.
+// Host-side chores shared by merge, convert and compact: ownership, qcow2 image-opts and checks.
 import { chownSync, chmodSync, statSync } from 'node:fs';
 import { ImageInvalid } from '../util/errors.js';
 import { check } from '../formats/qcow2/qemu-img.js';
@@ -27,7 +27,7 @@ export interface Consistency {
   warnings: string[];
 }
 
-/** Refuses an image qemu-img finds damaged: deleting snapshots rewrites refcounts, which must be right first. */
+/** Refuses an image qemu-img finds damaged: deleting snapshots or discarding rewrites refcounts, which must be right first. */
 export async function requireConsistentQcow2(path: string): Promise<Consistency> {
   const result = await check(path, 'qcow2');
   if (result.corruptions > 0 || result.checkErrors > 0) {

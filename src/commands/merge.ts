@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
 import { loadImage, type Qcow2Image } from '../formats/image.js';
-import { qemuImg, infoChain, repairLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
+import { qemuImg, infoChain, freeLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
 import { resolveHdd } from '../formats/resolve.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { ImageInvalid, ToolError } from '../util/errors.js';
@@ -73,7 +73,7 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
     context.progress.step('Deleting internal snapshots');
     await executePlan(plan, describeSnapshotStep, async (step) => {
       // Each step runs to its end even when interrupted (killing qemu-img amid a deletion leaks clusters).
-      if (step.kind === 'repair-leaks') await repairLeaks(step.path);
+      if (step.kind === 'repair-leaks') await freeLeaks(step.path);
       else await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000, untorn: true });
       context.progress.update(++done / plan.steps.length);
     });

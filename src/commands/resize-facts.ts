@@ -3,7 +3,7 @@
 import type { Image } from '../formats/image.js';
 import { ImageInvalid, Refused } from '../util/errors.js';
 import { CommandFailed } from '../util/exec.js';
-import { check, repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { check, freeLeaks } from '../formats/qcow2/qemu-img.js';
 import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
 import { SECTOR_BYTES } from '../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../partitions/io.js';
@@ -49,7 +49,7 @@ export async function assertConsistent(image: Image, mode: 'query' | 'modify', n
     }
     if (mode === 'modify' && result.leaks > 0) {
       notice(`Freeing ${result.leaks} leaked cluster(s) that an interrupted write left in "${image.path}" first.`);
-      await repairLeaks(image.path);
+      await freeLeaks(image.path);
     }
     return;
   }

@@ -119,9 +119,14 @@ export async function check(path: string, format: QemuFormat, shareLock = false)
 export async function repairLeaks(path: string): Promise<number> {
   const found = await check(path, 'qcow2');
   if (found.leaks === 0 || found.corruptions > 0) return 0;
+  await freeLeaks(path);
+  return found.leaks;
+}
+
+/** The repair itself, for callers whose own qemu-img check already found leaks and no corruption. */
+export async function freeLeaks(path: string): Promise<void> {
   // Untorn: a repair stopped halfway would leave part of the leaks for the next run to find again.
   await run('qemu-img', ['check', '-r', 'leaks', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000, untorn: true });
-  return found.leaks;
 }
 
 /** qemu-img subcommand runner for the commands that change images (resize, convert, commit, snapshot). */
