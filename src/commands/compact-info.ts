@@ -2,7 +2,6 @@
 import type { CompactInfoReport } from './report.js';
 import type { Context } from './context.js';
 import { openImage } from './open.js';
-import { loadImage } from '../formats/image.js';
 import { closePloopImage } from '../formats/ploop/image.js';
 import { estimateQcow2 } from './compact-qcow2.js';
 import { estimatePloop, openForCompact } from './compact-ploop.js';
@@ -22,10 +21,10 @@ function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
 }
 
 export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
-  const opened = await openImage(hdd, 'query');
+  const opened = await openImage(hdd, 'query', context.notice);
   try {
     if (opened.ref.format === 'qcow2') {
-      const image = await loadImage(opened.ref);
+      const image = opened.image;
       if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
       return toReport(await estimateQcow2(image, context), []);
     }

@@ -3,7 +3,7 @@
 import type { ChangeFacts, ChangeReport } from './report.js';
 import type { Context } from './context.js';
 import { openImage } from './open.js';
-import { loadImage, type Qcow2Image } from '../formats/image.js';
+import type { Qcow2Image } from '../formats/image.js';
 import { closePloopImage } from '../formats/ploop/image.js';
 import { formatBytes } from '../util/units.js';
 import { describeTrimStep, type TrimStep } from './compact-trim.js';
@@ -83,9 +83,9 @@ async function runPloop(folder: string, dryRun: boolean, context: Context): Prom
 
 export async function compact(hdd: string, dryRun: boolean, context: Context): Promise<ChangeReport> {
   // --dry-run takes the same exclusive lock: the estimate must not race a change.
-  const opened = await openImage(hdd, 'modify');
+  const opened = await openImage(hdd, 'modify', context.notice);
   try {
-    const image = await loadImage(opened.ref);
+    const image = opened.image;
     if (!dryRun) {
       // Under the exclusive lock no run of ours is alive: overlays beside the image are a killed run's leftovers.
       const dataFile = image.format === 'qcow2' ? image.path : image.deltas[0]!;

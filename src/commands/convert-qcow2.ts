@@ -126,7 +126,7 @@ export async function gatherQcow2ConvertFacts(path: string): Promise<Qcow2Conver
 }
 
 /** Runs one step; the temporary copy is removed on every exit path until it has replaced the image. */
-export async function runConvertStep(step: ConvertStep, context: Context, cleanups: Map<string, () => void>): Promise<void> {
+export async function runConvertStep(step: ConvertStep, context: Context, cleanups: Map<string, () => void>, adopt: (path: string) => void): Promise<void> {
   switch (step.kind) {
     case 'remove-stale':
       for (const path of step.paths) removeIfExists(path);
@@ -158,6 +158,8 @@ export async function runConvertStep(step: ConvertStep, context: Context, cleanu
     }
     case 'replace':
       copyOwnership(step.path, step.temp);
+      // Our exclusive lock is on the old inode; the copy's inode is locked too before it takes the name.
+      adopt(step.temp);
       commitRename(step.temp, step.path);
       cleanups.get(step.temp)?.(); // the name is gone now: this only unregisters
       cleanups.delete(step.temp);

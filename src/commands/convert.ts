@@ -14,7 +14,7 @@ import { hostAllocatedBytes } from '../util/space.js';
 export type ConvertRequest = Extract<Request, { kind: 'convert' }>;
 
 export async function runConvert(request: ConvertRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify');
+  const opened = await openImage(request.hdd, 'modify', context.notice);
   const cleanups = new Map<string, () => void>();
   try {
     if (opened.ref.format === 'ploop') return await convertPloop(opened, request, context);
@@ -31,7 +31,7 @@ export async function runConvert(request: ConvertRequest, context: Context): Pro
         messages: plan.steps.length === 0 ? [plan.summary] : [], facts: { ...common, hostBytesAfter: facts.hostBytes }, warnings,
       };
     }
-    await executePlan(plan, describeConvertStep, (step) => runConvertStep(step, context, cleanups));
+    await executePlan(plan, describeConvertStep, (step) => runConvertStep(step, context, cleanups, opened.adopt));
     const hostBytesAfter = hostAllocatedBytes(path);
     return {
       kind: 'change', operation: 'convert', dryRun: false, unchanged: false, plan: lines,

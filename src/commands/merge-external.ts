@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './merge.js';
-import { openImage } from './open.js';
+import type { OpenedImage } from './open.js';
 import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
 import { copyOwnership, requireConsistentQcow2, sameFilesystem } from './merge-host.js';
 import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.js';
@@ -152,8 +152,7 @@ async function runStep(step: ExternalStep, context: Context): Promise<void> {
   }
 }
 
-export async function mergeExternal(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify');
+export async function mergeExternal(opened: OpenedImage, request: MergeRequest, context: Context): Promise<ChangeReport> {
   const locks: HeldLock[] = [];
   const unregister = onExit(() => locks.forEach((lock) => lock.release()));
   try {
@@ -212,6 +211,5 @@ export async function mergeExternal(request: MergeRequest, context: Context): Pr
   } finally {
     unregister();
     locks.forEach((lock) => lock.release());
-    opened.lock.release();
   }
 }

@@ -4,7 +4,7 @@
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './merge.js';
-import { openImage } from './open.js';
+import type { OpenedImage } from './open.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from '../formats/ploop/delta.js';
 import { readFully, writeFully } from '../util/file-io.js';
@@ -105,8 +105,7 @@ async function foldDown(image: PloopImage, base: Delta, context: Context, total:
   flush();
 }
 
-export async function mergePloop(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify');
+export async function mergePloop(opened: OpenedImage, request: MergeRequest, context: Context): Promise<ChangeReport> {
   if (opened.ref.format !== 'ploop') throw new Error('internal: mergePloop on a qcow2 image');
   const folder = opened.ref.folder;
   let image = openPloopImage(folder, { write: !request.dryRun });
@@ -160,6 +159,5 @@ export async function mergePloop(request: MergeRequest, context: Context): Promi
     };
   } finally {
     close();
-    opened.lock.release();
   }
 }

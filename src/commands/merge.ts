@@ -3,9 +3,8 @@ import type { Request } from './request.js';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
-import { loadImage, type Qcow2Image } from '../formats/image.js';
+import type { Qcow2Image } from '../formats/image.js';
 import { qemuImg, infoChain, freeLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
-import { resolveHdd } from '../formats/resolve.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { ImageInvalid, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
@@ -45,10 +44,8 @@ export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[], 
   return { summary, steps: [...repair, ...deletions] };
 }
 
-async function mergeSnapshots(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify');
-  try {
-    const image = (await loadImage(opened.ref)) as Qcow2Image;
+async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context: Context): Promise<ChangeReport> {
+  {
     const top = image.chain[0]!;
     if (top.corrupt) throw new ImageInvalid(`The qcow2 image "${image.path}" is marked corrupt; repair it with "qemu-img check -r all" first`);
     const { leaks } = await requireConsistentQcow2(image.path);
@@ -90,14 +87,17 @@ async function mergeSnapshots(request: MergeRequest, context: Context): Promise<
       kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,
       facts: { ...facts, hostBytesAfter, freedBytes: freed }, warnings,
     };
-  } finally {
-    opened.lock.release();
   }
 }
 
+/** Opens the image once; the format and --external pick the branch, which works on the opened session. */
 export async function runMerge(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const ref = resolveHdd(request.hdd);
-  if (ref.format === 'ploop') return mergePloop(request, context);
-  if (request.external) return mergeExternal(request, context);
-  return mergeSnapshots(request, context);
+  const opened = await openImage(request.hdd, 'modify', context.notice);
+  try {
+    if (opened.image.format === 'ploop') return await mergePloop(opened, request, context);
+    if (request.external) return await mergeExternal(opened, request, context);
+    return await mergeSnapshots(opened.image, request, context);
+  } finally {
+    opened.lock.release();
+  }
 }

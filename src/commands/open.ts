@@ -1,19 +1,54 @@
-// Opening an image for a command: resolve --hdd, take the lock, and refuse an image a running VM holds or a
-// read-only filesystem keeps.
-import { accessSync, constants, existsSync } from 'node:fs';
+// The image session: every command opens its image here, once. Resolve --hdd, lock, validate the whole chain
+// natively (nothing outside the image's folder is opened before that, and nothing unsafe after), refuse an
+// image a VM or a running container holds, and load the facts the command plans from.
+import { accessSync, constants, existsSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { resolveHdd, type ImageRef } from '../formats/resolve.js';
-import { Refused } from '../util/errors.js';
+import { NotSupported, Refused, ToolError } from '../util/errors.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
 import { infoChain } from '../formats/qcow2/qemu-img.js';
-import { topDeltaPath } from '../formats/image.js';
+import { validateQcow2Chain, type ChainLayer } from '../formats/qcow2/chain.js';
+import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
+import { closePloopImage, openPloopImage } from '../formats/ploop/image.js';
+import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
+import { loadImage, type Image } from '../formats/image.js';
+import { FileRefused, openRegularFile } from '../util/safe-file.js';
+import { closeSync } from 'node:fs';
+
+export type OpenMode = 'query' | 'modify';
 
 export interface OpenedImage {
   ref: ImageRef;
   /** The --hdd argument as given, for messages. */
   hdd: string;
+  mode: OpenMode;
   lock: HeldLock;
+  /** qcow2: the validated backing chain, top first (each layer's format recorded, plain regular files). */
+  chain: ChainLayer[];
+  /** The facts every command plans from, read after validation. */
+  image: Image;
+  /** What an interrupted operation left that the command completes first (one sentence each); planned, not done. */
+  pendingRecovery: string[];
+  /** Locks a file that is about to replace the image by a rename, so the lock keeps covering the image. */
+  adopt(path: string): void;
+}
+
+/** A change needs to write the image files and their folder (temporary files, renames); refuse early if it cannot. */
+function requireWritable(paths: readonly string[], hdd: string): void {
+  for (const path of paths) {
+    try {
+      accessSync(path, constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const subject = path === paths[0] ? `"${hdd}"` : `"${path}" (part of "${hdd}")`;
+      if (code === 'EROFS') throw new Refused(`${subject} is on a read-only filesystem; remount it read-write or copy the image elsewhere. Nothing was changed.`);
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new Refused(`${subject} cannot be written: permission denied; run the command as a user allowed to write the image and its folder (normally root). Nothing was changed.`);
+      }
+      throw new Refused(`${subject} cannot be written (${code}). Nothing was changed.`);
+    }
+  }
 }
 
 function writable(path: string): boolean {
@@ -25,51 +60,111 @@ function writable(path: string): boolean {
   }
 }
 
-/** A change needs to write the image files and their folder (temporary files, renames); refuse early if it cannot. */
-function requireWritable(ref: ImageRef, hdd: string): void {
-  const paths = ref.format === 'qcow2' ? [ref.path, dirname(ref.path)] : [ref.folder, ref.descriptorPath, topDeltaPath(ref)];
-  for (const path of paths) {
-    try {
-      accessSync(path, constants.W_OK);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = code === 'EROFS' ? 'is on a read-only filesystem' : `cannot be written (${code})`;
-      const subject = ref.format === 'qcow2' && path === ref.path ? `"${hdd}"` : `"${path}" (part of "${hdd}")`;
-      throw new Refused(`${subject} ${why}; remount it read-write or copy the image elsewhere. Nothing was changed.`);
-    }
-  }
-}
-
 /** ploop's lock file is created on first use; in a folder nobody may write to, a query locks the descriptor itself. */
-function lockPathFor(ref: ImageRef, mode: 'query' | 'modify'): string {
+function lockPathFor(ref: ImageRef, mode: OpenMode): string {
   if (ref.format === 'ploop' && mode === 'query' && !existsSync(ref.lockPath) && !writable(ref.folder)) return ref.descriptorPath;
   return ref.lockPath;
 }
 
+/** Each delta must be a regular file (no FIFO, device or socket); a file we rewrite must have no other name. */
+function checkDeltaFiles(descriptor: PloopDescriptor, mode: OpenMode): void {
+  for (const [index, link] of descriptor.chain.entries()) {
+    let opened;
+    try {
+      opened = openRegularFile(link.file);
+    } catch (error) {
+      if (error instanceof FileRefused) throw new NotSupported(`The delta "${link.fileText}" of the ploop image "${descriptor.folder}" is refused: ${error.detail}. A delta must be a regular file.`);
+      throw error;
+    }
+    closeSync(opened.fd);
+    if (mode === 'modify' && index === 0 && opened.stats.nlink > 1) {
+      throw new Refused(
+        `The delta "${link.file}" has ${opened.stats.nlink} names (hard links); changing it would change the other names' file too. Make it a file of its own (copy it with cp --sparse=always) and try again. Nothing was changed.`,
+      );
+    }
+  }
+}
+
+/** A running container's deltas are the kernel's (or a process's): never change or "recover" them under it. */
+function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void): void {
+  const deltas = descriptor.chain.map((link) => link.file);
+  const devices = kernelMountsOf(deltas);
+  const writers = writersOf(deltas);
+  if (devices.length === 0 && writers.length === 0) return;
+  const holder = devices.length > 0 ? `mounted by the kernel as ${devices.join(', ')} (a running container)` : `open for writing by process ${writers.join(', ')}`;
+  if (mode === 'modify') {
+    throw new ToolError('in-use', `The ploop image "${hdd}" is ${holder}; stop the container (or that process) first, then try again. Nothing was changed.`);
+  }
+  notice(`The ploop image "${hdd}" is ${holder}; the numbers below may be stale.`);
+}
+
+async function probeQemuLock(path: string, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<void> {
+  try {
+    await infoChain(path, 'qcow2', false);
+  } catch (error) {
+    if (mode === 'modify' || !(error instanceof ToolError) || error.kind !== 'in-use') throw error;
+    notice(`The disk image "${hdd}" is in use by a running virtual machine; the numbers below may be stale.`);
+  }
+}
+
+function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>): void {
+  if (lstatSync(ref.descriptorPath).isSymbolicLink()) {
+    throw new NotSupported(`"${ref.descriptorPath}" is a symbolic link; a ploop descriptor must be a regular file in the image's folder. Nothing was changed.`);
+  }
+}
+
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<{ chain: ChainLayer[]; pendingRecovery: string[] }> {
+  if (ref.format === 'qcow2') {
+    const chain = validateQcow2Chain(ref.path, { refuseCorrupt: mode === 'modify' });
+    const top = chain[0]!;
+    if (mode === 'modify' && top.links > 1) {
+      throw new Refused(`"${hdd}" has ${top.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (cp --sparse=always) and try again. Nothing was changed.`);
+    }
+    await probeQemuLock(ref.path, mode, hdd, notice);
+    return { chain, pendingRecovery: [] };
+  }
+  const descriptor = readDescriptor(ref.folder);
+  checkDeltaFiles(descriptor, mode);
+  checkPloopHolders(descriptor, mode, hdd, notice);
+  const ploop = openPloopImage(ref.folder);
+  try {
+    return { chain: [], pendingRecovery: ploop.pendingRecovery };
+  } finally {
+    closePloopImage(ploop);
+  }
+}
+
 /**
- * Shared lock for queries (works on a read-only file), exclusive for changes. A modifying command also
- * asks qemu-img to take QEMU's own image lock, which fails while a VM has the image open.
+ * Shared lock for queries (works on a read-only file), exclusive for changes (also under --dry-run, whose checks
+ * must not race a change). Validation runs under the lock, so what was validated is what the command changes.
  */
-export async function openImage(hdd: string, mode: 'query' | 'modify'): Promise<OpenedImage> {
+export async function openImage(hdd: string, mode: OpenMode, notice: (message: string) => void = () => {}): Promise<OpenedImage> {
   const ref = resolveHdd(hdd);
-  if (mode === 'modify') requireWritable(ref, hdd);
-  const lock = acquireLock(lockPathFor(ref, mode), mode === 'query' ? 'shared' : 'exclusive', hdd, ref.format === 'ploop');
-  const unregister = onExit(() => lock.release());
-  const held: HeldLock = {
-    path: lock.path,
+  if (ref.format === 'ploop') refuseSymlinkedDescriptor(ref);
+  if (mode === 'modify') requireWritable(ref.format === 'qcow2' ? [ref.path, dirname(ref.path)] : [ref.folder, ref.descriptorPath], hdd);
+  const locks: HeldLock[] = [acquireLock(lockPathFor(ref, mode), mode === 'query' ? 'shared' : 'exclusive', hdd, ref.format === 'ploop')];
+  const releaseAll = (): void => {
+    for (const lock of locks.splice(0)) lock.release();
+  };
+  const unregister = onExit(releaseAll);
+  const lock: HeldLock = {
+    path: locks[0]!.path,
     release() {
       unregister();
-      lock.release();
+      releaseAll();
     },
   };
   try {
-    if (mode === 'modify') {
-      if (ref.format === 'qcow2') await infoChain(ref.path, 'qcow2', false);
-      else await infoChain(topDeltaPath(ref), 'parallels', false);
-    }
+    const { chain, pendingRecovery } = await validate(ref, mode, hdd, notice);
+    const image = await loadImage(ref);
+    return {
+      ref, hdd, mode, lock, chain, image, pendingRecovery,
+      adopt(path: string) {
+        locks.push(acquireLock(path, 'exclusive', hdd));
+      },
+    };
   } catch (error) {
-    held.release();
+    lock.release();
     throw error;
   }
-  return { ref, hdd, lock: held };
 }

@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 import type { ResizeInfoReport } from './report.js';
 import { openImage } from './open.js';
 import { assertConsistent, readDiskFacts, type DiskFacts } from './resize-facts.js';
-import { loadImage, guestDrive } from '../formats/image.js';
+import { guestDrive } from '../formats/image.js';
 import { GuestSession } from '../guest/session.js';
 import { minimumKeepingLayout, minimumResizingLast } from '../partitions/layout.js';
 import type { Measured } from '../fs/types.js';
@@ -49,10 +49,10 @@ export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported:
 }
 
 export async function resizeInfo(hdd: string, context: Context): Promise<ResizeInfoReport> {
-  const opened = await openImage(hdd, 'query');
+  const opened = await openImage(hdd, 'query', context.notice);
   let session: GuestSession | undefined;
   try {
-    const image = await loadImage(opened.ref);
+    const image = opened.image;
     await assertConsistent(image, 'query', context.notice);
     const facts = await readDiskFacts(image);
     const measured = await measureContent(facts, async () => {

@@ -38,10 +38,10 @@ function growthHostBytes(plan: ResizePlan): number {
 }
 
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify');
+  const opened = await openImage(request.hdd, 'modify', context.notice);
   const state: ResizeState = {};
   try {
-    let image = await loadImage(opened.ref);
+    let image = opened.image;
     if (!request.dryRun) {
       if (await finishInterruptedCommit(diskFile(image), context.progress, committerFor({ image }, context))) {
         context.notice('A previous resize had been interrupted while committing its changes; that commit was completed first.');
@@ -71,7 +71,13 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       if (request.dryRun) await closeGuest(state);
     }
     const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
-    const lines = describePlan(plan, describeStep);
+    // Recovery is part of the plan: a dry run shows it, and the plan was made from the state it leaves.
+    const recovery = request.dryRun ? opened.pendingRecovery.map((finding) => `Complete an interrupted operation first: ${finding}.`) : [];
+    const lines = [...recovery, ...describePlan(plan, describeStep)];
+    // Every check runs under --dry-run too: a dry run that passes must not be refused by the real run.
+    const growth = growthHostBytes(plan);
+    if (growth > 0) requireFreeSpace(facts.disk.path, growth, 'growing the image');
+    if (plan.usesOverlay && !state.overlay) checkFreeSpace(facts.disk, overlayBudgetBytes(image, plan));
     const facts0 = { sizeBeforeBytes: facts.sizeBytes, sizeAfterBytes: request.sizeBytes, hostBytesBefore };
     if (request.dryRun || plan.steps.length === 0) {
       return {
@@ -85,9 +91,6 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
         warnings: [...plan.warnings, ...(limits?.warnings ?? [])],
       };
     }
-    const growth = growthHostBytes(plan);
-    if (growth > 0) requireFreeSpace(facts.disk.path, growth, 'growing the image');
-    if (plan.usesOverlay && !state.overlay) checkFreeSpace(facts.disk, overlayBudgetBytes(image, plan));
     try {
       await executeResize(plan, facts, state, context);
     } catch (error) {

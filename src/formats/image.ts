@@ -3,6 +3,7 @@ import { hostAllocatedBytes } from '../util/space.js';
 import type { ImageRef } from './resolve.js';
 import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
 import { readDescriptor, type PloopDescriptor } from './ploop/descriptor.js';
+import { closePloopImage, openPloopImage } from './ploop/image.js';
 import type { Drive } from '../guest/session.js';
 
 interface Common {
@@ -48,12 +49,21 @@ export async function loadImage(ref: ImageRef): Promise<Image> {
   }
   const descriptor = readDescriptor(ref.folder);
   const deltas = descriptor.chain.map((link) => link.file);
+  // The top delta holds the data, and every operation of ours changes it before the descriptor: where the two
+  // disagree, the delta's size is the one the recovery completes to, so it is the size every plan starts from.
+  const ploop = openPloopImage(ref.folder);
+  let virtualSizeBytes: number;
+  try {
+    virtualSizeBytes = ploop.sizeBytes;
+  } finally {
+    closePloopImage(ploop);
+  }
   return {
     format: 'ploop',
     folder: ref.folder,
     descriptor,
     deltas,
-    virtualSizeBytes: descriptor.diskSizeSectors * 512,
+    virtualSizeBytes,
     hostBytes: deltas.reduce((sum, file) => sum + hostAllocatedBytes(file), 0),
   };
 }

@@ -1,5 +1,5 @@
 // Advisory image locks with flock(): shared for queries, exclusive for changes, never waiting.
-import { openSync, closeSync, constants } from 'node:fs';
+import { openSync, closeSync, fstatSync, constants } from 'node:fs';
 import fsExt from 'fs-ext';
 import { ToolError } from './errors.js';
 
@@ -10,16 +10,29 @@ export interface HeldLock {
   release(): void;
 }
 
-/** Opens read-only; a lock file that must be created but cannot be (read-only folder) is then opened as is. */
+/**
+ * Opens read-only, never following a symlink (a planted DiskDescriptor.xml.lck link would make us create its
+ * target elsewhere) and never blocking (a FIFO). A lock file that must be created but cannot be (read-only
+ * folder) is then opened as is.
+ */
 function openForLock(lockPath: string, create: boolean): number {
-  if (!create) return openSync(lockPath, constants.O_RDONLY);
-  try {
-    return openSync(lockPath, constants.O_RDONLY | constants.O_CREAT, 0o600);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EACCES' || code === 'EROFS') return openSync(lockPath, constants.O_RDONLY);
-    throw error;
+  const flags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+  let fd: number;
+  if (!create) fd = openSync(lockPath, flags);
+  else {
+    try {
+      fd = openSync(lockPath, flags | constants.O_CREAT, 0o600);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EROFS') throw error;
+      fd = openSync(lockPath, flags);
+    }
   }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw Object.assign(new Error('not a regular file'), { code: 'ENOTREG' });
+  }
+  return fd;
 }
 
 /**
@@ -35,6 +48,9 @@ export function acquireLock(lockPath: string, mode: LockMode, displayPath: strin
     if (code === 'EACCES' || code === 'EROFS') {
       throw new ToolError('refused', `Cannot open "${lockPath}" to lock it (${code}); run as a user who can read the image.`);
     }
+    if (code === 'ELOOP' || code === 'ENOTREG') {
+      throw new ToolError('refused', `The lock file "${lockPath}" is ${code === 'ELOOP' ? 'a symbolic link' : 'not a regular file'}; a lock file is always a plain file beside the image. Remove it and try again. Nothing was changed.`);
+    }
     throw new ToolError('invalid-path', `Cannot open "${lockPath}" to lock it: ${(error as Error).message}.`);
   }
   try {
@@ -43,7 +59,10 @@ export function acquireLock(lockPath: string, mode: LockMode, displayPath: strin
     closeSync(fd);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-      throw new ToolError('locked', `The specified disk image "${displayPath}" is locked by another process`);
+      throw new ToolError(
+        'locked',
+        `The specified disk image "${displayPath}" is locked by another process. Wait for it to finish and try again; "fuser -v ${lockPath}" shows which process holds the lock.`,
+      );
     }
     throw error;
   }

@@ -104,7 +104,7 @@ describe('locking (flock, never waiting)', () => {
     try {
       const result = await runCli(['merge', '--hdd', qcow2]);
       expect(result.code).toBe(5);
-      expect(result.stderr).toBe(`The specified disk image "${qcow2}" is locked by another process\n`);
+      expect(result.stderr).toBe(`The specified disk image "${qcow2}" is locked by another process. Wait for it to finish and try again; "fuser -v ${qcow2}" shows which process holds the lock.\n`);
     } finally {
       process.kill(-holder.pid!, 'SIGKILL');
     }
@@ -118,7 +118,7 @@ describe('locking (flock, never waiting)', () => {
       for (const hdd of [ploopFolder, join(ploopFolder, 'root.hds'), join(ploopFolder, 'DiskDescriptor.xml')]) {
         const result = await runCli(['convert', '--hdd', hdd, '--plain']);
         expect(result.code).toBe(5);
-        expect(result.stderr).toBe(`The specified disk image "${hdd}" is locked by another process\n`);
+        expect(result.stderr).toBe(`The specified disk image "${hdd}" is locked by another process. Wait for it to finish and try again; "fuser -v ${lockFile}" shows which process holds the lock.\n`);
       }
     } finally {
       process.kill(-holder.pid!, 'SIGKILL');
@@ -140,7 +140,7 @@ describe('locking (flock, never waiting)', () => {
     try {
       const result = await runCli(['resize', '--hdd', qcow2, '--info']);
       expect(result.code).toBe(5);
-      expect(result.stderr).toBe(`The specified disk image "${qcow2}" is locked by another process\n`);
+      expect(result.stderr).toBe(`The specified disk image "${qcow2}" is locked by another process. Wait for it to finish and try again; "fuser -v ${qcow2}" shows which process holds the lock.\n`);
     } finally {
       process.kill(-holder.pid!, 'SIGKILL');
     }

@@ -1,0 +1,129 @@
+// The backing chain of a qcow2 image, validated natively from the headers before any qemu tool sees it:
+// only plain paths to regular files, each with a recorded format, no loops, no features that reach other
+// files (external data files) or that we cannot read (encryption). Rules: ../shared/BRIEF.md, threat model.
+import { lstatSync, realpathSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { FileRefused, readRegularFileHead } from '../../util/safe-file.js';
+import { HEADER_READ_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
+
+const MAX_CHAIN_LAYERS = 64;
+
+export interface ChainLayer {
+  /** The name qemu opens: the top's real path, or a backing name combined with its overlay's folder. */
+  path: string;
+  realPath: string;
+  format: 'qcow2' | 'raw';
+  /** The layer's file lies in the top image's own folder (only such layers may ever be written). */
+  insideFolder: boolean;
+  /** Hard links to the file (st_nlink). */
+  links: number;
+  header?: Qcow2Header;
+}
+
+export interface ChainPolicy {
+  /** Refuse an image marked corrupt (any change); queries may still read it. */
+  refuseCorrupt: boolean;
+}
+
+function invalid(path: string, finding: string): ImageInvalid {
+  return new ImageInvalid(`The qcow2 image "${path}" is invalid`, [finding]);
+}
+
+/** qemu's path_has_protocol(): a colon before the first slash makes a name a protocol ("nbd:", "file:", "json:"). */
+function hasProtocolPrefix(name: string): boolean {
+  const colon = name.indexOf(':');
+  const slash = name.indexOf('/');
+  return colon >= 0 && (slash < 0 || colon < slash);
+}
+
+function backingNameOf(layer: string, raw: Buffer): string {
+  const name = raw.toString('utf8');
+  if (!Buffer.from(name, 'utf8').equals(raw) || /[\0-\x1f\x7f]/.test(name)) {
+    throw new NotSupported(`The backing file name recorded in "${layer}" is not plain text; this tool only follows plain file paths.`);
+  }
+  if (name.startsWith('json:') || hasProtocolPrefix(name)) {
+    throw new NotSupported(
+      `The backing file of "${layer}" is named "${name}", a QEMU protocol or json: name rather than a plain file path; this tool never follows such names. Rebase the image onto a plain path (qemu-img rebase -u -F qcow2 -b PATH) and try again.`,
+    );
+  }
+  return name;
+}
+
+/** A link is followed only within its own folder: a link out of it would make another folder's file ours. */
+function followWithinFolder(overlay: string, name: string, path: string): string {
+  let stats;
+  try {
+    stats = lstatSync(path);
+  } catch {
+    throw invalid(overlay, `its backing file "${name}" does not exist`);
+  }
+  if (!stats.isSymbolicLink()) return path;
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    throw invalid(overlay, `its backing file "${name}" is a symbolic link that leads nowhere or loops`);
+  }
+  if (dirname(real) !== realpathSync(dirname(path))) {
+    throw new NotSupported(`The backing file "${name}" of "${overlay}" is a symbolic link into another folder (${real}); name the file itself in the image (qemu-img rebase -u) and try again.`);
+  }
+  return real;
+}
+
+function readLayer(overlay: string, what: string, path: string): { head: Buffer; dev: number; ino: number; links: number } {
+  try {
+    const { stats, head } = readRegularFileHead(path, HEADER_READ_BYTES);
+    return { head, dev: stats.dev, ino: stats.ino, links: stats.nlink };
+  } catch (error) {
+    if (!(error instanceof FileRefused)) throw error;
+    if (error.problem === 'missing') throw invalid(overlay, `its ${what} "${path}" does not exist`);
+    if (error.problem === 'permission') throw new NotSupported(`The ${what} "${path}" of "${overlay}" cannot be read (permission denied); run as a user who can read it.`);
+    throw new NotSupported(`The ${what} "${path}" of "${overlay}" is refused: ${error.detail}. An image layer must be a regular file.`);
+  }
+}
+
+/** Validates the chain from `topPath` (already resolved to a real path) down to its last layer. */
+export function validateQcow2Chain(topPath: string, policy: ChainPolicy): ChainLayer[] {
+  const folder = dirname(topPath);
+  const layers: ChainLayer[] = [];
+  const seen = new Set<string>();
+  let path = topPath;
+  let format: 'qcow2' | 'raw' = 'qcow2';
+  let overlay = topPath;
+  for (;;) {
+    if (layers.length >= MAX_CHAIN_LAYERS) throw invalid(topPath, `its backing chain is longer than ${MAX_CHAIN_LAYERS} layers`);
+    const what = layers.length === 0 ? 'image file' : 'backing file';
+    const { head, dev, ino, links } = readLayer(overlay, what, path);
+    const identity = `${dev}:${ino}`;
+    if (seen.has(identity)) throw invalid(topPath, `its backing chain loops back to "${path}"`);
+    seen.add(identity);
+    const realPath = realpathSync(path);
+    const layer: ChainLayer = { path, realPath, format, insideFolder: dirname(realPath) === folder, links };
+    layers.push(layer);
+    if (format === 'raw') return layers;
+    const header = decodeQcow2Header(head);
+    if (!header) {
+      throw layers.length === 1 ? new ImageInvalid(`"${path}" is not a qcow2 image`) : invalid(overlay, `its backing file "${path}" is recorded as qcow2 but is not a qcow2 image`);
+    }
+    layer.header = header;
+    const findings = headerFindings(header);
+    if (findings.length > 0) throw new ImageInvalid(`The qcow2 image "${path}" is invalid`, findings);
+    const unsupported = unsupportedFeatures(header);
+    if (unsupported.length > 0) throw new NotSupported(`The qcow2 image "${path}" is not supported: ${unsupported.join('; ')}. Nothing was changed.`);
+    if (policy.refuseCorrupt && isMarkedCorrupt(header)) {
+      throw new ImageInvalid(`The qcow2 image "${path}" is marked corrupt; repair it with "qemu-img check -r all -f qcow2 ${path}" first`);
+    }
+    if (header.backingName === undefined) return layers;
+    const name = backingNameOf(path, header.backingName);
+    if (header.backingFormat !== 'qcow2' && header.backingFormat !== 'raw') {
+      const recorded = header.backingFormat === undefined ? 'does not record its format' : `records its format as "${header.backingFormat}"`;
+      throw new NotSupported(
+        `The backing file "${name}" of "${path}" ${recorded}; this tool only opens backing files recorded as qcow2 or raw, never probing them. Record the format (qemu-img rebase -u -F qcow2 -b ${JSON.stringify(name)} -f qcow2 ${path}) and try again.`,
+      );
+    }
+    overlay = path;
+    format = header.backingFormat;
+    path = followWithinFolder(overlay, name, isAbsolute(name) ? resolve(name) : resolve(dirname(overlay), name));
+  }
+}

@@ -1,0 +1,57 @@
+// Opening a file an image names, without letting it block, follow a link or be something other than a
+// regular file: a FIFO would hang a plain open(), a device would hand host bytes to the tool.
+import { closeSync, constants, fstatSync, openSync, type Stats } from 'node:fs';
+import { readFully } from './file-io.js';
+
+export type FileProblem = 'missing' | 'not-regular' | 'symlink' | 'permission' | 'other';
+
+export class FileRefused extends Error {
+  constructor(readonly problem: FileProblem, readonly path: string, readonly detail: string) {
+    super(`${path}: ${detail}`);
+    this.name = 'FileRefused';
+  }
+}
+
+function describeKind(stats: Stats): string {
+  if (stats.isFIFO()) return 'a named pipe (FIFO)';
+  if (stats.isSocket()) return 'a socket';
+  if (stats.isBlockDevice()) return 'a block device';
+  if (stats.isCharacterDevice()) return 'a character device';
+  if (stats.isDirectory()) return 'a folder';
+  return 'not a regular file';
+}
+
+/**
+ * Opens `path` read-only with O_NONBLOCK (a FIFO opens at once instead of waiting for a writer) and O_NOFOLLOW
+ * (a symlink as the last component fails), then checks with fstat, on the opened file itself, that it is a
+ * regular file. Returns the fd and its stats; the caller closes it.
+ */
+export function openRegularFile(path: string): { fd: number; stats: Stats } {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new FileRefused('missing', path, 'it does not exist');
+    if (code === 'ELOOP') throw new FileRefused('symlink', path, 'it is a symbolic link');
+    if (code === 'EACCES' || code === 'EPERM') throw new FileRefused('permission', path, 'permission denied');
+    if (code === 'ENXIO') throw new FileRefused('not-regular', path, 'it is a socket or a device without a driver');
+    throw new FileRefused('other', path, (error as Error).message);
+  }
+  const stats = fstatSync(fd);
+  if (!stats.isFile()) {
+    closeSync(fd);
+    throw new FileRefused('not-regular', path, `it is ${describeKind(stats)}`);
+  }
+  return { fd, stats };
+}
+
+/** Stats and the first `length` bytes of a regular file opened as openRegularFile() does. */
+export function readRegularFileHead(path: string, length: number): { stats: Stats; head: Buffer } {
+  const { fd, stats } = openRegularFile(path);
+  try {
+    return { stats, head: readFully(fd, Math.min(length, stats.size), 0) };
+  } finally {
+    closeSync(fd);
+  }
+}
