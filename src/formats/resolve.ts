@@ -48,7 +48,3 @@ export function resolveHdd(hdd: string): ImageRef {
   if (isFile(descriptorPath)) return { format: 'ploop', folder, descriptorPath, lockPath: join(folder, PLOOP_LOCK) };
   return { format: 'qcow2', path: real, lockPath: real };
 }
-
-export function displayPath(ref: ImageRef): string {
-  return ref.format === 'qcow2' ? ref.path : ref.folder;
-}

@@ -192,8 +192,3 @@ export function gptWrites(primary: GptHeader, array: Buffer, diskSectors: number
     { offsetBytes: SECTOR_BYTES, bytes: newPrimary, what: 'primary GPT header' },
   ];
 }
-
-/** Last usable LBA of a GPT on a disk of `diskSectors` with this header's entry array (backup at the end). */
-export function gptLastUsable(primary: GptHeader, diskSectors: number): number {
-  return diskSectors - 1 - entriesSectors(primary) - 1;
-}

@@ -1,6 +1,5 @@
 // A ploop image: the descriptor plus its deltas opened top first; virtual offsets mapped through
 // the chain to (file, offset); recovery of what an interrupted operation left behind.
-import { closeSync, fstatSync, openSync, constants } from 'node:fs';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
 import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
 import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, recoverDelta } from './delta.js';
@@ -123,14 +122,4 @@ export function requireRecovered(image: PloopImage): void {
 export function layoutOf(image: PloopImage, index: number): DeltaLayout {
   const d = image.deltas[index]!;
   return { header: d.header, bat: d.bat, fileSizeBytes: d.fileSizeBytes };
-}
-
-/** Size of a delta file on the host, for reports. */
-export function fileSizeOf(path: string): number {
-  const fd = openSync(path, constants.O_RDONLY);
-  try {
-    return fstatSync(fd).size;
-  } finally {
-    closeSync(fd);
-  }
 }
