@@ -3,7 +3,7 @@
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { OpenedImage } from './open.js';
-import type { ConvertRequest } from './convert.js';
+import type { ConvertRequest } from './request.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../formats/ploop/convert.js';
 import { usedEndBytes, type Delta } from '../formats/ploop/delta.js';

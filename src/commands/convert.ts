@@ -1,5 +1,5 @@
 // convert --plain | --expanding: qcow2 through a copy beside the image and an atomic rename; ploop in place.
-import type { Request } from './request.js';
+import type { ConvertRequest } from './request.js';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
@@ -10,8 +10,6 @@ import { requireConsistentQcow2 } from './merge-host.js';
 import { describeConvertStep, gatherQcow2ConvertFacts, planQcow2Convert, runConvertStep } from './convert-qcow2.js';
 import { convertPloop } from './convert-ploop.js';
 import { hostAllocatedBytes } from '../util/space.js';
-
-export type ConvertRequest = Extract<Request, { kind: 'convert' }>;
 
 export async function runConvert(request: ConvertRequest, context: Context): Promise<ChangeReport> {
   const opened = await openImage(request.hdd, 'modify', context.notice);

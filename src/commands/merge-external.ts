@@ -3,7 +3,7 @@
 import { dirname } from 'node:path';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
-import type { MergeRequest } from './merge.js';
+import type { MergeRequest } from './request.js';
 import type { OpenedImage } from './open.js';
 import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
 import { copyOwnership, requireConsistentQcow2, sameFilesystem } from './merge-host.js';

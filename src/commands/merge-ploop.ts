@@ -3,7 +3,7 @@
 // Why what the chain shows never changes, and the crash states: docs/merge-convert.md.
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
-import type { MergeRequest } from './merge.js';
+import type { MergeRequest } from './request.js';
 import type { OpenedImage } from './open.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
 import { clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from '../formats/ploop/delta.js';

@@ -1,5 +1,5 @@
 // merge: deletes the internal snapshots of a qcow2 image, keeping its current state; dispatches --external and ploop.
-import type { Request } from './request.js';
+import type { MergeRequest } from './request.js';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
@@ -12,8 +12,6 @@ import { qcow2ImageOpts, requireConsistentQcow2 } from './merge-host.js';
 import { mergeExternal } from './merge-external.js';
 import { mergePloop } from './merge-ploop.js';
 import { hostAllocatedBytes } from '../util/space.js';
-
-export type MergeRequest = Extract<Request, { kind: 'merge' }>;
 
 export type SnapshotStep =
   | { kind: 'repair-leaks'; path: string; leaks: number }

@@ -18,3 +18,7 @@ export type Request =
   | (Common & { kind: 'compact'; dryRun: boolean })
   | (Common & { kind: 'merge'; external: boolean; dryRun: boolean })
   | (Common & { kind: 'convert'; target: 'plain' | 'expanding'; dryRun: boolean });
+
+export type ResizeRequest = Extract<Request, { kind: 'resize' }>;
+export type MergeRequest = Extract<Request, { kind: 'merge' }>;
+export type ConvertRequest = Extract<Request, { kind: 'convert' }>;

@@ -1,6 +1,7 @@
 // resize --size [--resize_partition]: gather facts, measure the content when it must shrink, plan, then (unless
 // --dry-run) execute; the change report gives sizes and host allocation before and after, and the steps.
 import type { Context } from './context.js';
+import type { ResizeRequest } from './request.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
 import { assertConsistent, readDiskFacts, diskFile } from './resize-facts.js';
@@ -14,13 +15,6 @@ import { removeIfExists } from '../util/atomic.js';
 import { MiB, formatBytes } from '../util/units.js';
 import { requireFreeSpace } from '../util/space.js';
 import { debug } from '../util/log.js';
-
-export interface ResizeRequest {
-  hdd: string;
-  sizeBytes: number;
-  resizePartition: boolean;
-  dryRun: boolean;
-}
 
 /** Worst case of the overlay: a grow writes new metadata (about 2 % of the new space), a shrink moves data. */
 export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
