@@ -5,6 +5,9 @@ import { map, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Context } from './context.js';
 import { createOverlay, discardRanges } from './compact-host.js';
 import { normalize, type Range } from './compact-ranges.js';
+import { imageSource } from '../partitions/io.js';
+import { readTable } from '../partitions/table.js';
+import { SECTOR_BYTES } from '../util/units.js';
 import { checkTrimmable, hostDiscards, inspectGuest, planTrims, runGuestTrims, type GuestLayout, type TrimStep } from './compact-trim.js';
 
 export interface TrimSession {
@@ -12,6 +15,16 @@ export interface TrimSession {
   steps: TrimStep[];
   /** Sentences about what is left alone (swap inside LVM, filesystems that cannot be trimmed). */
   skipped: string[];
+}
+
+/** The GPT's own usable end, read natively (the appliance shares the file read-only meanwhile). */
+async function gptUsableEnd(drive: Drive, diskBytes: number): Promise<number | undefined> {
+  try {
+    const table = await readTable(imageSource({ path: drive.path, format: drive.format as QemuFormat }, diskBytes));
+    return table.kind === 'gpt' ? (table.primary.lastUsableLba + 1) * SECTOR_BYTES : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -24,7 +37,7 @@ export async function trimDisk(drive: Drive, clusterBytes: number, context: Cont
   context.progress.done();
   let session: TrimSession;
   try {
-    const layout = await inspectGuest(guest);
+    const layout = await inspectGuest(guest, (diskBytes) => gptUsableEnd(drive, diskBytes));
     const { steps, skipped } = planTrims(layout, clusterBytes);
     await checkTrimmable(guest, steps);
     context.progress.step('Trimming the free space of the filesystems');

@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { run } from '../util/exec.js';
 import { onExit } from '../util/cancel.js';
-import { removeIfExists, tempPathBeside, fsyncDirectoryOf } from '../util/atomic.js';
+import { removeIfExists, tempPathBeside, fsyncPath } from '../util/atomic.js';
 import { check, qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Range } from './compact-ranges.js';
 
@@ -72,6 +72,7 @@ export async function truncateQcow2Tail(path: string): Promise<number> {
   const size = statSync(path).size;
   if (corruptions > 0 || imageEndOffset <= 0 || imageEndOffset >= size) return 0;
   truncateSync(path, imageEndOffset);
-  fsyncDirectoryOf(path);
+  // The new length lives in the file's inode: fsync the file itself (the folder's entry does not change).
+  fsyncPath(path);
   return size - imageEndOffset;
 }

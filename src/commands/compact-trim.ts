@@ -15,7 +15,6 @@ export const TRIMMABLE = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'ntfs'
 export const SWAP_HEADER_BYTES = 4096;
 /** The temporary LV that covers a volume group's free extents while they are discarded. */
 export const FREE_SPACE_LV = 'prl_compact_free';
-const GPT_BACKUP_BYTES = 33 * 512;
 
 export interface LayoutPartition {
   number: number;
@@ -28,6 +27,11 @@ export interface LayoutPartition {
 export interface GuestLayout {
   device: string;
   diskBytes: number;
+  /**
+   * End of the space partitions may use: for GPT the primary header's last usable LBA + 1 (read natively; the
+   * backup entry array and header lie past it, and their size depends on the entry count), else the disk's end.
+   */
+  usableEndByte: number;
   table: TableType;
   partitions: LayoutPartition[];
   /** Device → type as list-filesystems reports it (partitions, whole disk, logical volumes). */
@@ -54,7 +58,7 @@ export function describeTrimStep(step: TrimStep): string {
   }
 }
 
-export async function inspectGuest(guest: GuestSession): Promise<GuestLayout> {
+export async function inspectGuest(guest: GuestSession, gptUsableEndByte: (diskBytes: number) => Promise<number | undefined>): Promise<GuestLayout> {
   const device = (await listDevices(guest))[0];
   if (device === undefined) throw new Refused('The appliance sees no disk in the image; nothing to compact.');
   const table = await tableType(guest, device);
@@ -66,7 +70,10 @@ export async function inspectGuest(guest: GuestSession): Promise<GuestLayout> {
     }
   }
   const vgs = (await volumeGroups(guest)).filter((vg) => !/^\s*$/.test(vg.name));
-  return { device, diskBytes: await deviceSizeBytes(guest, device), table, partitions, filesystems: await listFilesystems(guest), volumeGroups: vgs };
+  const diskBytes = await deviceSizeBytes(guest, device);
+  // Without a readable GPT header the end of the disk is left alone (usable end 0: no gap there is discarded).
+  const usableEndByte = table === 'gpt' ? ((await gptUsableEndByte(diskBytes)) ?? 0) : diskBytes;
+  return { device, diskBytes, usableEndByte, table, partitions, filesystems: await listFilesystems(guest), volumeGroups: vgs };
 }
 
 function partitionOf(layout: GuestLayout, fsDevice: string): LayoutPartition | undefined {
@@ -78,12 +85,13 @@ function partitionOf(layout: GuestLayout, fsDevice: string): LayoutPartition | u
 /**
  * Space outside every partition (the extended container counts as a partition: its gaps hold the EBRs),
  * from the start of the first partition (before it live the boot code and the primary GPT) to the end of
- * the disk, less the GPT backup header. Only whole clusters: a discard releases nothing smaller.
+ * the usable end (GPT keeps its backup entries and header after it). Only whole clusters: a discard releases
+ * nothing smaller.
  */
 export function gapRanges(layout: GuestLayout, clusterBytes: number): Range[] {
   if (layout.table === 'unknown' || layout.partitions.length === 0) return [];
   const first = Math.min(...layout.partitions.map((p) => p.startByte));
-  const stop = layout.diskBytes - (layout.table === 'gpt' ? GPT_BACKUP_BYTES : 0);
+  const stop = Math.min(layout.usableEndByte, layout.diskBytes);
   if (stop <= first) return [];
   const used = layout.partitions.map((p) => ({ start: p.startByte, length: p.endByte - p.startByte }));
   return subtract({ start: first, length: stop - first }, used).flatMap((r) => alignInward(r, clusterBytes) ?? []);

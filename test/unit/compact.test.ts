@@ -43,7 +43,8 @@ describe('ranges', () => {
 
 const disk = 512 * M;
 function layout(partial: Partial<GuestLayout>): GuestLayout {
-  return { device: '/dev/sda', diskBytes: disk, table: 'gpt', partitions: [], filesystems: {}, volumeGroups: [], ...partial };
+  // A GPT of 128 entries: 33 sectors of backup entries and header after the last usable LBA.
+  return { device: '/dev/sda', diskBytes: disk, usableEndByte: disk - 33 * 512, table: 'gpt', partitions: [], filesystems: {}, volumeGroups: [], ...partial };
 }
 
 describe('planTrims', () => {
@@ -89,6 +90,14 @@ describe('planTrims', () => {
       64 * K,
     );
     expect(gaps).toEqual([]);
+  });
+
+  it('a GPT with more entries keeps its larger backup area: gaps stop at the header\'s last usable LBA', () => {
+    // 256 entries of 128 bytes: 64 sectors of backup entries, then the backup header.
+    const usableEndByte = disk - 65 * 512;
+    const gaps = gapRanges(layout({ usableEndByte, partitions: [{ number: 1, startByte: M, endByte: 100 * M, extended: false }] }), 512);
+    expect(gaps).toEqual([r(100 * M, usableEndByte - 100 * M)]);
+    expect(gapRanges(layout({ usableEndByte: 0, partitions: [{ number: 1, startByte: M, endByte: 100 * M, extended: false }] }), 512)).toEqual([]);
   });
 
   it('a disk without a table: the whole-disk swap keeps its first page and there are no gaps', () => {
