@@ -3,7 +3,8 @@
 import { GuestSession, type Drive } from '../guest/session.js';
 import { map, type QemuFormat } from '../formats/qcow2/qemu-img.js';
 import type { Context } from './context.js';
-import { createOverlay, discardRanges } from './compact-host.js';
+import { createOverlay } from './compact-host.js';
+import { discardGuestRanges } from '../formats/qcow2/qemu-io.js';
 import { normalize, type Range } from './compact-ranges.js';
 import { imageSource } from '../partitions/io.js';
 import { readTable } from '../partitions/table.js';
@@ -47,7 +48,7 @@ export async function trimDisk(drive: Drive, clusterBytes: number, context: Cont
   } finally {
     await guest.close();
   }
-  await discardRanges(drive.path, drive.format, hostDiscards(session.steps));
+  await discardGuestRanges(drive.path, drive.format, hostDiscards(session.steps));
   return session;
 }
 

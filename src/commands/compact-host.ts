@@ -3,11 +3,10 @@ import { accessSync, constants, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { run } from '../util/exec.js';
 import { onExit } from '../util/cancel.js';
 import { removeIfExists, tempPathBeside, fsyncPath } from '../util/atomic.js';
-import { check, qemuImg, type QemuFormat } from '../formats/qcow2/qemu-img.js';
-import type { Range } from './compact-ranges.js';
+import { check, type QemuFormat } from '../formats/qcow2/qemu-img.js';
+import { createOverlayFile } from '../formats/qcow2/changes.js';
 
 function writableFolder(path: string): boolean {
   try {
@@ -36,7 +35,7 @@ export async function createOverlay(backing: string, backingFormat: QemuFormat, 
   const remove = (): void => removeIfExists(path);
   const unregister = onExit(remove);
   try {
-    await qemuImg(['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', backing, '-o', `cluster_size=${clusterBytes}`, path], { timeoutMs: 60_000 });
+    await createOverlayFile(path, backing, backingFormat, { clusterBytes });
   } catch (error) {
     unregister();
     remove();
@@ -49,17 +48,6 @@ export async function createOverlay(backing: string, backingFormat: QemuFormat, 
       remove();
     },
   };
-}
-
-/**
- * Discards byte ranges of the guest disk through qemu-io with unmap allowed: qcow2 drops the clusters (or
- * marks them zero over a backing file) and punches the freed host clusters out of the file.
- */
-export async function discardRanges(path: string, format: QemuFormat, ranges: readonly Range[]): Promise<void> {
-  if (ranges.length === 0) return;
-  const commands = ranges.flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
-  // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
-  await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
 }
 
 /**

@@ -2,7 +2,8 @@
 // format is not recorded is refused instead of letting qemu-img probe it.
 import { realpathSync } from 'node:fs';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
-import { CommandFailed, run } from '../util/exec.js';
+import { CommandFailed } from '../util/exec.js';
+import { probeReadWriteOpen } from '../formats/qcow2/qemu-io.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 
 export interface Layer {
@@ -102,7 +103,7 @@ export function inUseByOther(path: string): ToolError {
  */
 export async function requireNoWriterConflict(path: string): Promise<void> {
   try {
-    await run('qemu-io', ['-f', 'qcow2', '-c', 'quit', path], { timeoutMs: 120_000 });
+    await probeReadWriteOpen(path);
   } catch (error) {
     if (error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr)) throw inUseByOther(path);
     throw error;

@@ -15,12 +15,6 @@ export function sameFilesystem(a: string, b: string): boolean {
   return statSync(a).dev === statSync(b).dev;
 }
 
-/** A qcow2 file named for --image-opts (qemu-img snapshot has no -f): the format is never probed. */
-export function qcow2ImageOpts(path: string): string {
-  // QemuOpts escapes a comma by doubling it.
-  return `driver=qcow2,file.driver=file,file.filename=${path.replace(/,/g, ',,')}`;
-}
-
 export interface Consistency {
   /** Clusters allocated but unused, as an interrupted write leaves them: harmless, and repairable in place. */
   leaks: number;

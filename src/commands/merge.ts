@@ -4,11 +4,12 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import { openImage } from './open.js';
 import type { Qcow2Image } from '../formats/image.js';
-import { qemuImg, infoChain, freeLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
+import { infoChain, freeLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
-import { ImageInvalid, ToolError } from '../util/errors.js';
+import { ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
-import { qcow2ImageOpts, requireConsistentQcow2 } from './merge-host.js';
+import { requireConsistentQcow2 } from './merge-host.js';
+import { deleteSnapshot } from '../formats/qcow2/changes.js';
 import { mergeExternal } from './merge-external.js';
 import { mergePloop } from './merge-ploop.js';
 import { hostAllocatedBytes } from '../util/space.js';
@@ -43,49 +44,45 @@ export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[], 
 }
 
 async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context: Context): Promise<ChangeReport> {
-  {
-    const top = image.chain[0]!;
-    if (top.corrupt) throw new ImageInvalid(`The qcow2 image "${image.path}" is marked corrupt; repair it with "qemu-img check -r all" first`);
-    const { leaks } = await requireConsistentQcow2(image.path);
-    const plan = planSnapshotMerge(image.path, image.snapshots, leaks);
-    const warnings: string[] = [];
-    const lines = describePlan(plan, describeSnapshotStep);
-    const hostBytesBefore = hostAllocatedBytes(image.path);
-    const messages: string[] = [];
-    if (image.chain.length > 1) {
-      messages.push(`${image.path} also has a backing chain of ${image.chain.length - 1} file(s); "merge --external" folds it into one image.`);
-    }
-    const sizeBytes = image.virtualSizeBytes;
-    const facts = { path: image.path, snapshots: image.snapshots.map((s) => ({ id: s.id, name: s.name })), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
-    if (plan.steps.length === 0 || request.dryRun) {
-      return {
-        kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,
-        messages: plan.steps.length === 0 ? [plan.summary, ...messages] : messages,
-        facts: { ...facts, hostBytesAfter: hostBytesBefore, freedBytes: 0 }, warnings,
-      };
-    }
-    let done = 0;
-    context.progress.step('Deleting internal snapshots');
-    await executePlan(plan, describeSnapshotStep, async (step) => {
-      // Each step runs to its end even when interrupted (killing qemu-img amid a deletion leaks clusters).
-      if (step.kind === 'repair-leaks') await freeLeaks(step.path);
-      else await qemuImg(['snapshot', '--image-opts', '-d', step.name, qcow2ImageOpts(step.path)], { timeoutMs: 60 * 60_000, untorn: true });
-      context.progress.update(++done / plan.steps.length);
-    });
-    context.progress.done();
-    const left = (await infoChain(image.path, 'qcow2', true))[0]!.snapshots;
-    if (left.length > 0) {
-      throw new ToolError('tool-failed', `qemu-img left ${left.length} snapshot(s) in "${image.path}" (ids ${left.map((s) => s.id).join(', ')}); the current state is intact, run merge again.`);
-    }
-    const hostBytesAfter = hostAllocatedBytes(image.path);
-    const freed = Math.max(0, hostBytesBefore - hostBytesAfter);
-    const what = leaks > 0 ? `Freed ${leaks} leaked cluster(s) and deleted` : 'Deleted';
-    messages.unshift(`${what} ${image.snapshots.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
+  const { leaks } = await requireConsistentQcow2(image.path);
+  const plan = planSnapshotMerge(image.path, image.snapshots, leaks);
+  const warnings: string[] = [];
+  const lines = describePlan(plan, describeSnapshotStep);
+  const hostBytesBefore = hostAllocatedBytes(image.path);
+  const messages: string[] = [];
+  if (image.chain.length > 1) {
+    messages.push(`${image.path} also has a backing chain of ${image.chain.length - 1} file(s); "merge --external" folds it into one image.`);
+  }
+  const sizeBytes = image.virtualSizeBytes;
+  const facts = { path: image.path, snapshots: image.snapshots.map((s) => ({ id: s.id, name: s.name })), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
+  if (plan.steps.length === 0 || request.dryRun) {
     return {
-      kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,
-      facts: { ...facts, hostBytesAfter, freedBytes: freed }, warnings,
+      kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: plan.steps.length === 0, plan: lines,
+      messages: plan.steps.length === 0 ? [plan.summary, ...messages] : messages,
+      facts: { ...facts, hostBytesAfter: hostBytesBefore, freedBytes: 0 }, warnings,
     };
   }
+  let done = 0;
+  context.progress.step('Deleting internal snapshots');
+  await executePlan(plan, describeSnapshotStep, async (step) => {
+    // Each step runs to its end even when interrupted (killing qemu-img amid a deletion leaks clusters).
+    if (step.kind === 'repair-leaks') await freeLeaks(step.path);
+    else await deleteSnapshot(step.path, step.name);
+    context.progress.update(++done / plan.steps.length);
+  });
+  context.progress.done();
+  const left = (await infoChain(image.path, 'qcow2', true))[0]!.snapshots;
+  if (left.length > 0) {
+    throw new ToolError('tool-failed', `qemu-img left ${left.length} snapshot(s) in "${image.path}" (ids ${left.map((s) => s.id).join(', ')}); the current state is intact, run merge again.`);
+  }
+  const hostBytesAfter = hostAllocatedBytes(image.path);
+  const freed = Math.max(0, hostBytesBefore - hostBytesAfter);
+  const what = leaks > 0 ? `Freed ${leaks} leaked cluster(s) and deleted` : 'Deleted';
+  messages.unshift(`${what} ${image.snapshots.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
+  return {
+    kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,
+    facts: { ...facts, hostBytesAfter, freedBytes: freed }, warnings,
+  };
 }
 
 /** Opens the image once; the format and --external pick the branch, which works on the opened session. */

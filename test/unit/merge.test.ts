@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { planSnapshotMerge, describeSnapshotStep } from '../../src/commands/merge.js';
 import { planExternalMerge, describeExternalStep, type ChainFacts } from '../../src/commands/merge-external.js';
-import { qcow2ImageOpts } from '../../src/commands/merge-host.js';
+import { qcow2ImageOpts } from '../../src/formats/qcow2/changes.js';
 import { findStaleTemporaries } from '../../src/util/atomic.js';
 import { ToolError } from '../../src/util/errors.js';
 
