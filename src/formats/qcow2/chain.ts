@@ -3,7 +3,7 @@
 // files (external data files) or that we cannot read (encryption). Rules: ../shared/BRIEF.md, threat model.
 import { lstatSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
 import { FileRefused, readRegularFileHead } from '../../util/safe-file.js';
 import { HEADER_READ_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
 
@@ -116,11 +116,13 @@ export function validateQcow2Chain(topPath: string, policy: ChainPolicy): ChainL
     }
     if (header.backingName === undefined) return layers;
     const name = backingNameOf(path, header.backingName);
-    if (header.backingFormat !== 'qcow2' && header.backingFormat !== 'raw') {
-      const recorded = header.backingFormat === undefined ? 'does not record its format' : `records its format as "${header.backingFormat}"`;
-      throw new NotSupported(
-        `The backing file "${name}" of "${path}" ${recorded}; this tool only opens backing files recorded as qcow2 or raw, never probing them. Record the format (qemu-img rebase -u -F qcow2 -b ${JSON.stringify(name)} -f qcow2 ${path}) and try again.`,
+    if (header.backingFormat === undefined) {
+      throw new Refused(
+        `"${path}" names its backing file "${name}" without its format, and probing a format is unsafe; record it (qemu-img rebase -u -f qcow2 -F qcow2 -b ${JSON.stringify(name)} ${path}, or -F raw for a raw file) and try again. Nothing was changed.`,
       );
+    }
+    if (header.backingFormat !== 'qcow2' && header.backingFormat !== 'raw') {
+      throw new NotSupported(`The backing file "${name}" of "${path}" is recorded as "${header.backingFormat}"; this tool only opens qcow2 and raw backing files. Nothing was changed.`);
     }
     overlay = path;
     format = header.backingFormat;
