@@ -1,7 +1,8 @@
 // Walks a resize plan: qemu-img for the image's size, qemu-io for table and swap sectors, the appliance (on the
 // overlay) for filesystems. The appliance is closed before qemu-io or the commit touch the overlay (QEMU locks).
 import type { Context } from './context.js';
-import type { DiskFacts } from './resize-facts.js';
+import { type DiskFacts, readAllocation } from './resize-facts.js';
+import { assertCutIsFree, dataEndBytes, proofOf } from './resize-minimum.js';
 import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js';
 import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
@@ -9,7 +10,9 @@ import { executePlan } from '../plan/plan.js';
 import { shielded, throwIfCancelled } from '../util/cancel.js';
 import { GuestSession } from '../guest/session.js';
 import { qemuImg } from '../formats/qcow2/qemu-img.js';
-import { type DiskFile, writeSectors } from '../partitions/io.js';
+import { type DiskFile, imageSource, writeSectors } from '../partitions/io.js';
+import { readTable } from '../partitions/table.js';
+import { PROBE_BYTES, identify } from '../fs/registry.js';
 import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
 import { executeResize as executePloopResize, planResize as planPloopResize } from '../formats/ploop/resize.js';
 import { filesystemFor } from '../fs/registry.js';
@@ -70,6 +73,21 @@ async function resizeImage(facts: DiskFacts, toBytes: number, mode: 'grow' | 'sh
   // A resize killed halfway leaks the clusters of its new tables: let it finish, the rollback undoes it.
   await qemuImg(args, { timeoutMs: 60 * 60_000, untorn: true });
   context.progress.done();
+}
+
+/**
+ * The last guard of every shrink, independent of the planner (a planner bug must not cut data either): reads the
+ * table, the content and the allocation as they are on the image now, right before the cut, and refuses a size
+ * below the end of allocated data that no structure proves free. The rollback of a grow does not pass here: it
+ * cuts only the space this run added.
+ */
+async function assertShrinkCutsNoData(facts: DiskFacts, toBytes: number): Promise<void> {
+  const source = imageSource(facts.disk, facts.sizeBytes);
+  const table = await readTable(source);
+  const content = table.kind === 'none' ? identify(await source.read(0, PROBE_BYTES)) : undefined;
+  const { allocated } = await readAllocation(facts.image);
+  const name = facts.image.format === 'qcow2' ? facts.image.path : facts.image.folder;
+  assertCutIsFree(toBytes, dataEndBytes(allocated, proofOf(table, content, 'as-is')), name);
 }
 
 export async function closeGuest(state: ResizeState): Promise<void> {
@@ -137,6 +155,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
         return;
       case 'shrink-image':
         await closeGuest(state);
+        await assertShrinkCutsNoData(facts, step.toBytes);
         return resizeImage(facts, step.toBytes, 'shrink', false, context);
     }
   };

@@ -9,6 +9,9 @@ import { SECTOR_BYTES } from '../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../partitions/io.js';
 import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../partitions/table.js';
 import { type Identified, PROBE_BYTES, identify } from '../fs/registry.js';
+import { readAllocation as readQcow2Allocation } from '../formats/qcow2/allocation.js';
+import { readAllocation as readPloopAllocation } from '../formats/ploop/allocation.js';
+import type { Range } from './compact-ranges.js';
 
 export interface DiskFacts {
   image: Image;
@@ -26,8 +29,10 @@ export interface DiskFacts {
   /** The container's first bytes, for native probes and swap re-making. */
   head: Buffer;
   content?: Identified;
-  /** A fully allocated ("plain") image: new space is allocated too. */
+  /** A preallocated ("plain") image: new space is allocated too. */
   plain: boolean;
+  /** Guest byte ranges that may hold data: qemu-img map of the whole qcow2 chain, or every ploop delta's BAT. */
+  allocated: Range[];
 }
 
 /**
@@ -68,9 +73,16 @@ export function diskFile(image: Image): DiskFile {
   return image.format === 'qcow2' ? { path: image.path, format: 'qcow2' } : { path: image.deltas[0]!, format: 'parallels' };
 }
 
-function isPlain(image: Image): boolean {
-  if (image.format === 'qcow2') return image.chain[0]!.actualSize >= image.virtualSizeBytes;
-  return image.descriptor.preallocated === true;
+/**
+ * What the image allocates, and whether it is plain: a qcow2 whose map shows qemu-img's preallocation (not merely
+ * every cluster written: see isPreallocatedLayout), a ploop whose descriptor says Preallocated.
+ */
+export async function readAllocation(image: Image): Promise<{ allocated: Range[]; plain: boolean }> {
+  if (image.format === 'qcow2') {
+    const { data, preallocated } = await readQcow2Allocation(image.path, image.virtualSizeBytes);
+    return { allocated: data, plain: preallocated && image.chain.length === 1 };
+  }
+  return { allocated: readPloopAllocation(image.folder), plain: image.descriptor.preallocated === true };
 }
 
 export async function readDiskFacts(image: Image): Promise<DiskFacts> {
@@ -91,6 +103,7 @@ export async function readDiskFacts(image: Image): Promise<DiskFacts> {
   const containerStartBytes = last ? last.startSector * SECTOR_BYTES : 0;
   const containerBytes = last ? (last.endSector - last.startSector + 1) * SECTOR_BYTES : image.virtualSizeBytes;
   const head = table.kind === 'none' || last ? await source.read(containerStartBytes, PROBE_BYTES) : Buffer.alloc(0);
+  const { allocated, plain } = await readAllocation(image);
   const facts: DiskFacts = {
     image,
     disk,
@@ -101,7 +114,8 @@ export async function readDiskFacts(image: Image): Promise<DiskFacts> {
     containerBytes,
     guestDevice: last ? `/dev/sda${last.number}` : '/dev/sda',
     head,
-    plain: isPlain(image),
+    plain,
+    allocated,
   };
   if (last) facts.last = last;
   const content = head.length > 0 ? identify(head) : undefined;

@@ -6,7 +6,8 @@ import { openImage } from './open.js';
 import { assertConsistent, readDiskFacts, type DiskFacts } from './resize-facts.js';
 import { guestDrive } from '../formats/image.js';
 import { GuestSession } from '../guest/session.js';
-import { minimumKeepingLayout, minimumResizingLast } from '../partitions/layout.js';
+import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../partitions/layout.js';
+import { exactKeepBytes } from './resize-plan.js';
 import type { Measured } from '../fs/types.js';
 import { NotSupported } from '../util/errors.js';
 
@@ -41,9 +42,15 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
   }
 }
 
+/**
+ * Both minimums follow the planner's rule (resize-minimum.ts): never below the end of data that no structure
+ * proves free. Without a table and without recognised content nothing can shrink but the disk itself, so both
+ * are that end; with a table, shrinking the last partition's content frees what lay in its tail.
+ */
 export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported: string }): SizeLimits {
-  const keep = minimumKeepingLayout(facts.table, facts.content?.probe.sizeBytes ?? 0);
+  const keep = Math.max(minimumKeepingLayout(facts.table, facts.content?.probe.sizeBytes ?? 0), roundUpToMiB(exactKeepBytes(facts)));
   if ('unsupported' in measured) return { minimumBytes: keep, minimumKeepLastPartitionBytes: keep, warnings: [measured.unsupported] };
+  if (facts.table.kind === 'none' && !facts.content) return { minimumBytes: keep, minimumKeepLastPartitionBytes: keep, warnings: measured.warnings };
   const minimum = Math.min(keep, minimumResizingLast(facts.table, measured.minimumBytes));
   return { minimumBytes: minimum, minimumKeepLastPartitionBytes: keep, contentMinimumBytes: measured.minimumBytes, warnings: measured.warnings };
 }

@@ -8,6 +8,7 @@ import { lastUsableSector, tailSectors, targetEndSector } from '../partitions/la
 import { allocatedEndSector, tableWrites } from '../partitions/table.js';
 import type { DiskFacts } from './resize-facts.js';
 import type { SizeLimits } from './resize-info.js';
+import { dataEndBytes, proofOf, smallestSizeText } from './resize-minimum.js';
 
 export type ResizeStep =
   | { kind: 'grow-image'; fromBytes: number; toBytes: number; preallocate: boolean }
@@ -38,7 +39,9 @@ export interface ResizeOptions {
 export function describeStep(step: ResizeStep): string {
   switch (step.kind) {
     case 'grow-image':
-      return `Grow the image from ${formatBytes(step.fromBytes)} to ${formatBytes(step.toBytes)}${step.preallocate ? ', allocating the new space (plain image)' : ''}.`;
+      return step.preallocate
+        ? `Grow the image from ${formatBytes(step.fromBytes)} to ${formatBytes(step.toBytes)}; the image is preallocated, so the new ${formatBytes(step.toBytes - step.fromBytes)} are allocated on the host now.`
+        : `Grow the image from ${formatBytes(step.fromBytes)} to ${formatBytes(step.toBytes)}; the image is expanding, so the new space takes host space only as the guest writes it.`;
     case 'begin-overlay':
       return 'Record the following changes in a temporary overlay beside the image; the image itself stays untouched until the commit.';
     case 'shrink-content':
@@ -59,9 +62,19 @@ export function describeStep(step: ResizeStep): string {
 }
 
 /** Bytes the disk needs to keep every partition (or, without a table, the content) as it is; not rounded. */
-export function exactKeepBytes(facts: DiskFacts): number {
+export function structuralKeepBytes(facts: DiskFacts): number {
   if (facts.table.kind === 'none') return facts.content?.probe.sizeBytes ?? 0;
   return (allocatedEndSector(facts.table) + 1 + tailSectors(facts.table)) * SECTOR_BYTES;
+}
+
+/** The end of the data that no structure proves free (resize-minimum.ts), once the plan has rewritten the table. */
+export function dataKeepBytes(facts: DiskFacts): number {
+  return dataEndBytes(facts.allocated, proofOf(facts.table, facts.content, 'rewritten'));
+}
+
+/** The smallest disk that keeps every partition, the content and every allocated byte nothing proves free. */
+export function exactKeepBytes(facts: DiskFacts): number {
+  return Math.max(structuralKeepBytes(facts), dataKeepBytes(facts));
 }
 
 /** The container size the last partition (or the whole disk) gets on a disk of `targetBytes`. */
@@ -86,6 +99,12 @@ function keepLayoutPlan(facts: DiskFacts, targetBytes: number, viaFlag: boolean)
   const size = facts.sizeBytes;
   const diskSectors = Math.floor(targetBytes / SECTOR_BYTES);
   const keep = exactKeepBytes(facts);
+  if (targetBytes < size && targetBytes < keep && dataKeepBytes(facts) > structuralKeepBytes(facts)) {
+    throw new Refused(
+      `Cannot shrink the disk to ${formatBytes(targetBytes)}: it holds data up to ${formatBytes(keep)} (allocated clusters that no partition table or filesystem ` +
+        `shows to be free; content prl_disk_tool does not recognise counts as data), and resize never cuts data. The smallest size it accepts is ${smallestSizeText(keep)}; resize --info reports it as the Minimum.`,
+    );
+  }
   if (targetBytes < size && targetBytes < keep) {
     const what = facts.table.kind === 'none' ? `the ${facts.content?.fs.type ?? ''} filesystem spans ${formatBytes(keep)}` : `partition ${facts.last?.number ?? ''} ends at ${formatBytes(keep)}`;
     throw new Refused(
@@ -124,12 +143,13 @@ export function planResize(facts: DiskFacts, targetBytes: number, options: Resiz
     throw new Refused(`An MBR partition cannot exceed 2 TiB; partition ${last.number} cannot reach the end of a ${formatBytes(targetBytes)} disk. Convert the table to GPT first, or choose a smaller size.`);
   }
   const warnings: string[] = [];
+  // Without a table, unrecognised content is kept as it is: the disk may shrink down to its last allocated byte.
+  if (!content && !last) return keepLayoutPlan(facts, targetBytes, true);
   if (!content) {
-    const what = last ? `Partition ${last.number}` : 'The disk';
+    const what = `Partition ${last!.number}`;
     if (containerNew < facts.containerBytes) {
       throw new Refused(`${what} holds content that prl_disk_tool does not recognise, so it cannot be shrunk safely; choose at least ${formatSizeArgument(exactKeepBytes(facts))}, or resize without --resize_partition.`);
     }
-    if (!last) return keepLayoutPlan(facts, targetBytes, true);
     warnings.push(`${what} holds content that prl_disk_tool does not recognise: the partition grows, its content is left as it is.`);
   } else if (content.probe.damaged) {
     throw new Refused(`Cannot resize ${last ? `partition ${last.number}` : 'the disk'}: ${content.probe.damaged}.`);

@@ -13,6 +13,7 @@ import { describePlan } from '../plan/plan.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { removeIfExists } from '../util/atomic.js';
 import { MiB, formatBytes } from '../util/units.js';
+import { formatExactSize } from './resize-minimum.js';
 import { requireFreeSpace } from '../util/space.js';
 import { debug } from '../util/log.js';
 
@@ -29,6 +30,19 @@ function growthHostBytes(plan: ResizePlan): number {
   if (!grow || grow.kind !== 'grow-image') return 0;
   const grown = grow.toBytes - grow.fromBytes;
   return grow.preallocate ? grown : Math.ceil(grown / 256) + 2 * MiB;
+}
+
+/**
+ * Said when the grow could not be undone after a failure: the image keeps its grown size, but its table and data
+ * are the former ones (every other change lived in the overlay), so shrinking back to the former size is safe.
+ */
+export function rollbackFailedMessage(hdd: string, fromBytes: number, grownBytes: number, cause: unknown): string {
+  const reason = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+  return (
+    `Undoing the grow failed too (${reason}): the image stays ${formatBytes(grownBytes)} instead of its former ${formatBytes(fromBytes)}; its partitions and data are as before, ` +
+    `and the added space lies outside every partition. To return to the former size, run: prl_disk_tool resize --hdd "${hdd}" --size ${formatExactSize(fromBytes)} ` +
+    `(or, once the cause of the failure is fixed, run the same resize again).`
+  );
 }
 
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
@@ -88,8 +102,12 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     try {
       await executeResize(plan, facts, state, context);
     } catch (error) {
-      if (await rollbackGrow(facts, state, context).catch(() => false)) {
-        context.notice(`The image was shrunk back to its former ${facts.sizeBytes} bytes; nothing else had reached it.`);
+      try {
+        if (await rollbackGrow(facts, state, context)) {
+          context.notice(`The image was shrunk back to its former ${facts.sizeBytes} bytes; nothing else had reached it.`);
+        }
+      } catch (rollbackError) {
+        context.notice(rollbackFailedMessage(request.hdd, facts.sizeBytes, plan.toBytes, rollbackError));
       }
       throw error;
     }
