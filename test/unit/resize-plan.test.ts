@@ -31,6 +31,7 @@ async function facts(content: string | undefined, contentBytes = 241664 * 512): 
     guestDevice: '/dev/sda2',
     head: Buffer.alloc(4096),
     plain: false,
+    allocated: [],
   } as unknown as DiskFacts;
   if (content) f.content = { fs: filesystemFor(content), probe: { type: content as 'ext4', sizeBytes: contentBytes } };
   return f;
