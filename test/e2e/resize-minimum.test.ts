@@ -12,6 +12,10 @@ import { runCli } from '../helpers/cli.js';
 import { allocated, sums } from '../helpers/images.js';
 import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
 import { MiB, info, resize } from './resize-support.js';
+import { readDiskFacts } from '../../src/commands/resize-facts.js';
+import { executeResize } from '../../src/commands/resize-execute.js';
+import type { ResizePlan } from '../../src/commands/resize-plan.js';
+import { loadImage } from '../../src/formats/image.js';
 
 const { fresh } = caseFolders('prl-resize-minimum-');
 const KiB = 1024;
@@ -145,6 +149,27 @@ describe('unknown content is data', () => {
     const shrunk = await resize(file, '20M');
     expect(shrunk.code, shrunk.stderr).toBe(0);
     keptIdentical(reference, file, 'qcow2', 20 * MiB);
+  });
+});
+
+describe('the last guard before the cut', () => {
+  it('refuses a planner bug: a plan that cuts allocated data is stopped right before qemu-img resize --shrink / the ploop truncate', async () => {
+    const dir = fresh();
+    const file = qcow2(dir, 'a.qcow2', 64, ['write -P 0x77 40M 1M']);
+    const { folder } = ploop(fresh(), 64, ['write -P 0x77 40M 1M']);
+    const context = { progress: { step: () => {}, update: () => {}, done: () => {} }, notice: () => {} };
+    const refs = [
+      { format: 'qcow2', path: file, lockPath: file },
+      { format: 'ploop', folder, descriptorPath: join(folder, 'DiskDescriptor.xml'), lockPath: join(folder, 'DiskDescriptor.xml.lck') },
+    ] as const;
+    for (const ref of refs) {
+      const facts = await readDiskFacts(await loadImage(ref));
+      const before = sums(ref.format === 'qcow2' ? dir : folder);
+      // What a planner bug would produce: a bare shrink below the data.
+      const plan: ResizePlan = { summary: '', steps: [{ kind: 'shrink-image', fromBytes: 64 * MiB, toBytes: 32 * MiB }], fromBytes: 64 * MiB, toBytes: 32 * MiB, advice: [], warnings: [], usesOverlay: false };
+      await expect(executeResize(plan, facts, {}, context)).rejects.toThrow(/holds data up to 41 MiB .*the image was not shrunk\. The smallest safe size is 41M\./);
+      expect(sums(ref.format === 'qcow2' ? dir : folder)).toEqual(before);
+    }
   });
 });
 
