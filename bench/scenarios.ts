@@ -53,7 +53,8 @@ function side(m: Measurement, ours: boolean): Side {
     appliances: m.appliances,
     steps: m.steps,
   };
-  if (ours) s.guestfishStarts = m.stderr.split('\n').filter((line) => /^\+ guestfish\b.*\(started\)/.test(line)).length;
+  // -v lines go to stdout in text mode (docs/cli.md, Output).
+  if (ours) s.guestfishStarts = m.stdout.split('\n').filter((line) => /^\+ guestfish\b.*\(started\)/.test(line)).length;
   return s;
 }
 

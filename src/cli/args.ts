@@ -1,6 +1,9 @@
-// argv → a typed request, with the original's rules: operation first, options anywhere, each at most once.
+// argv → a typed request, with the original's rules: the operation is the first word that is not an option,
+// options go anywhere after it (the global ones, --info and --dry-run also before it), each at most once, and a
+// unique prefix of a long option names it (args-spelling.ts).
 import { parseArgs } from 'node:util';
 import { UsageError } from '../util/errors.js';
+import { spellOut, type Spelling } from './args-spelling.js';
 import { parseSize, parseUnit } from '../util/units.js';
 import type { Common, Operation, Request } from '../commands/request.js';
 
@@ -25,11 +28,18 @@ const OPTIONS = {
 type OptionName = keyof typeof OPTIONS;
 
 const GLOBAL: OptionName[] = ['verbose', 'comm', 'json', 'help', 'usage'];
+// compact takes --force as the original did (Command.cpp, Traits<Compact>); it weakens no check here either.
 const ACCEPTS: Record<Operation, OptionName[]> = {
   resize: ['hdd', 'size', 'resize_partition', 'force', 'info', 'units', 'dry-run'],
-  compact: ['hdd', 'info', 'dry-run'],
+  compact: ['hdd', 'force', 'info', 'dry-run'],
   merge: ['hdd', 'external', 'dry-run'],
   convert: ['hdd', 'plain', 'expanding', 'dry-run'],
+};
+
+const SPELLING: Spelling = {
+  all: new Map(Object.entries(OPTIONS).map(([name, option]) => [name, option.type === 'string'])),
+  beforeOperation: [...GLOBAL, 'info', 'dry-run'],
+  allowedFor: (word) => (word in ACCEPTS ? [...GLOBAL, ...ACCEPTS[word as Operation]] : undefined),
 };
 
 function spell(name: OptionName): string {
@@ -55,7 +65,7 @@ function translateParseError(error: NodeJS.ErrnoException): UsageError {
 export function parseCommandLine(argv: readonly string[]): Request {
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+    parsed = parseArgs({ args: spellOut(argv, SPELLING), options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (error) {
     throw translateParseError(error as NodeJS.ErrnoException);
   }
@@ -75,9 +85,6 @@ export function parseCommandLine(argv: readonly string[]): Request {
   }
   if (!(operationWord in ACCEPTS)) {
     throw new UsageError(`Unknown operation "${operationWord}": use resize, compact, merge or convert.`);
-  }
-  if (parsed.tokens.find((token) => token.kind === 'positional')?.index !== 0) {
-    throw new UsageError(`The operation "${operationWord}" must be the first word of the command line.`);
   }
   if (extra.length > 0) throw new UsageError(`Unexpected argument "${extra[0]}".`);
   if (values.help) return { kind: 'help' };
@@ -108,7 +115,10 @@ export function parseCommandLine(argv: readonly string[]): Request {
   switch (operation) {
     case 'resize': {
       if (info) {
-        only(['info', 'units'], `${operation} --info`);
+        // -n beside --info changes nothing (--info never writes), as in the original (Command.cpp: dry-run is
+        // read for every operation). --resize_partition is what the dispatcher appends to --info when the
+        // request carries that flag too (Task_DiskImageResizer.cpp, run_disk_tool); Minimum already covers it.
+        only(['info', 'units', 'dry-run', 'resize_partition'], `${operation} --info`);
         return { ...common, kind: 'resize-info', units: values.units === undefined ? 'M' : parseUnit(values.units as string) };
       }
       only(['size', 'resize_partition', 'force', 'dry-run'], 'resize --size');
@@ -124,7 +134,7 @@ export function parseCommandLine(argv: readonly string[]): Request {
     }
     case 'compact':
       if (info) {
-        only(['info'], 'compact --info');
+        only(['info', 'dry-run'], 'compact --info');
         return { ...common, kind: 'compact-info' };
       }
       return { ...common, kind: 'compact', dryRun };

@@ -5,16 +5,13 @@ import { HELP, USAGE } from './usage.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK } from './exit-codes.js';
 import { renderJson, renderText } from './render.js';
 import { chooseProgressStyle, createProgress } from './progress.js';
+import { writeErr, writeOut } from './output.js';
 import { ToolError } from '../util/errors.js';
 import { cancel, runExitActions } from '../util/cancel.js';
 import { killAllChildren } from '../util/exec.js';
 import { setLogSink, setVerbose } from '../util/log.js';
 import { runRequest } from '../commands/index.js';
 import type { Report } from '../commands/report.js';
-
-function writeErr(text: string): void {
-  process.stderr.write(text);
-}
 
 function describeFailure(error: unknown): { code: number; message: string; kind: string; usage: boolean } {
   if (error instanceof ToolError) {
@@ -29,31 +26,41 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     const request = parseCommandLine(argv);
     if (request.kind === 'help') {
-      process.stdout.write(HELP);
+      writeOut(HELP);
       return EXIT_OK;
     }
     if (request.kind === 'usage') {
-      process.stdout.write(USAGE);
+      writeOut(USAGE);
       return EXIT_OK;
     }
     json = request.json;
     setVerbose(request.verbose);
-    if (json) setLogSink((line) => writeErr(JSON.stringify({ event: 'log', message: line }) + '\n'));
+    // Text mode keeps stderr for errors: a successful run writes nothing there, since the dispatcher takes any
+    // stderr byte as failure (Task_ConvertDisks.cpp). Notices and -v lines go to stdout, where the original's
+    // Logger::info wrote too; under --json everything but the report is an NDJSON event on stderr.
+    const event = (fields: object): void => writeErr(JSON.stringify(fields) + '\n');
+    setLogSink((line) => (json ? event({ event: 'log', message: line }) : writeOut(`${line}\n`)));
+    const info = request.kind === 'resize-info' || request.kind === 'compact-info';
     const report: Report = await runRequest(request, {
-      progress: createProgress(chooseProgressStyle(json)),
-      notice: (message) => writeErr(json ? JSON.stringify({ event: 'notice', message }) + '\n' : `${message}\n`),
+      progress: createProgress(chooseProgressStyle(json, info)),
+      notice: (message) => (json ? event({ event: 'notice', message }) : writeOut(`${message}\n`)),
     });
     await runExitActions((message) => writeErr(`${message}\n`));
-    // Every report carries its warnings: in the JSON object, or as lines on stderr.
-    if (!json) for (const warning of report.warnings) writeErr(`${warning}\n`);
-    process.stdout.write(json ? renderJson(report) + '\n' : renderText(report, request.kind === 'resize-info' ? request.units : 'M'));
+    if (json) {
+      writeOut(renderJson(report) + '\n');
+      return EXIT_OK;
+    }
+    // Warnings follow the report, before any empty line, as the original printed resize --info's
+    // (CommandVm.cpp, ResizeData::print); the dispatcher reads that output only up to its first empty line.
+    writeOut(renderText(report, request.kind === 'resize-info' ? request.units : 'M'));
+    for (const warning of report.warnings) writeOut(`${warning}\n`);
     return EXIT_OK;
   } catch (error) {
     await runExitActions((message) => writeErr(`${message}\n`));
     const failure = describeFailure(error);
     writeErr(`${failure.message}\n`);
     if (failure.usage) writeErr(USAGE);
-    if (json) process.stdout.write(JSON.stringify({ error: { kind: failure.kind, message: failure.message, exitCode: failure.code } }) + '\n');
+    if (json) writeOut(JSON.stringify({ error: { kind: failure.kind, message: failure.message, exitCode: failure.code } }) + '\n');
     return failure.code;
   }
 }

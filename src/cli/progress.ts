@@ -1,15 +1,20 @@
-// Progress on stderr: a bar on a terminal, "NN %" lines otherwise, NDJSON events under --json.
+// Progress: NDJSON events on stderr under --json; otherwise on stdout, where the dispatcher reads it
+// (Task_ConvertDisks.cpp takes any stderr byte as failure and parses `\b\d+\b\s*%` from stdout): a bar on a
+// terminal, the step's name and "NN %" lines in a pipe, nothing in a pipe for --info (the original printed only
+// the report there, and scripts read it by line).
 import cliProgress from 'cli-progress';
 import type { Progress } from '../util/progress.js';
+import { writeErr, writeOut } from './output.js';
 
-export type ProgressStyle = 'bar' | 'lines' | 'ndjson';
+export type ProgressStyle = 'bar' | 'lines' | 'ndjson' | 'silent';
 
-export function chooseProgressStyle(json: boolean): ProgressStyle {
+export function chooseProgressStyle(json: boolean, info: boolean): ProgressStyle {
   if (json) return 'ndjson';
-  return process.stderr.isTTY ? 'bar' : 'lines';
+  if (process.stdout.isTTY) return 'bar';
+  return info ? 'silent' : 'lines';
 }
 
-export function createProgress(style: ProgressStyle, write: (text: string) => void = (text) => process.stderr.write(text)): Progress {
+export function createProgress(style: ProgressStyle, write: (text: string) => void = style === 'ndjson' ? writeErr : writeOut): Progress {
   let label = '';
   let lastPercent = -1;
   let bar: cliProgress.SingleBar | undefined;
@@ -24,9 +29,9 @@ export function createProgress(style: ProgressStyle, write: (text: string) => vo
       lastPercent = -1;
       if (style === 'ndjson') write(JSON.stringify({ event: 'step', step: label }) + '\n');
       else if (style === 'lines') write(`${label}\n`);
-      else {
+      else if (style === 'bar') {
         bar = new cliProgress.SingleBar(
-          { format: `${label} [{bar}] {percentage} %`, stream: process.stderr, hideCursor: true, clearOnComplete: false },
+          { format: `${label} [{bar}] {percentage} %`, stream: process.stdout, hideCursor: true, clearOnComplete: false },
           cliProgress.Presets.shades_classic,
         );
         bar.start(100, 0);

@@ -2,6 +2,8 @@
 import type { Report } from '../commands/report.js';
 import { toUnitCeil, type Unit } from '../util/units.js';
 
+// Both --info forms right-align their numbers in 15 columns, as the original did (CommandVm.cpp: printSize's
+// std::setw(15) for resize --info, QString::arg(v, 15) for compact --info).
 const number15 = (value: number): string => String(value).padStart(15);
 
 export function renderText(report: Report, units: Unit = 'M'): string {
@@ -15,11 +17,12 @@ export function renderText(report: Report, units: Unit = 'M'): string {
         '',
       ].join('\n');
     case 'compact-info':
+      // Block size is the image's cluster in 512-byte sectors, not the original's guest block size (docs/cli.md).
       return [
-        `        Block size:       ${report.blockSizeBytes / 512}`,
-        `        Total blocks:     ${report.totalBlocks}`,
-        `        Allocated blocks: ${report.allocatedBlocks}`,
-        `        Used blocks:      ${report.usedBlocks}`,
+        `        Block size:       ${number15(report.blockSizeBytes / 512)}`,
+        `        Total blocks:     ${number15(report.totalBlocks)}`,
+        `        Allocated blocks: ${number15(report.allocatedBlocks)}`,
+        `        Used blocks:      ${number15(report.usedBlocks)}`,
         '',
       ].join('\n');
     case 'change': {

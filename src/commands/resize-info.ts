@@ -11,8 +11,18 @@ import { exactKeepBytes } from './resize-plan.js';
 import type { Measured } from '../fs/types.js';
 import { NotSupported } from '../util/errors.js';
 
-export const UNSUPPORTED_WARNING =
-  'The last partition holds no filesystem that prl_disk_tool can shrink; Minimum is the size without resizing the last partition.';
+// Every "cannot resize the last partition" warning starts with the original's words (StringTable.cpp,
+// IDS_DISK_INFO__RESIZE_WARN_FS_NOTSUPP): the dispatcher looks for "The last partition cannot be resized " in
+// resize --info's output to mark the disk "resize not supported" (Task_DiskImageResizer.cpp, Info::operator()).
+const CANNOT_RESIZE = 'The last partition cannot be resized because';
+
+export const UNSUPPORTED_WARNING = `${CANNOT_RESIZE} it holds no filesystem that prl_disk_tool can shrink; Minimum is the size without resizing the last partition.`;
+
+/** "The LVM volume ..." stays capitalised; "The last logical volume ..." continues the sentence in lower case. */
+function because(sentence: string): string {
+  const continued = /^[A-Z][a-z]/.test(sentence) ? sentence[0]!.toLowerCase() + sentence.slice(1) : sentence;
+  return `${CANNOT_RESIZE} ${continued}`;
+}
 
 export interface SizeLimits {
   minimumBytes: number;
@@ -28,7 +38,7 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
   // A blank disk (no table, nothing recognisable) holds nothing to keep: 1 MiB, and no warning.
   if (!content && facts.table.kind === 'none' && facts.head.every((b) => b === 0)) return { minimumBytes: 0, warnings: [] };
   if (!content) return { unsupported: UNSUPPORTED_WARNING };
-  if (content.probe.damaged) return { unsupported: `Cannot estimate the minimum: ${content.probe.damaged}.` };
+  if (content.probe.damaged) return { unsupported: because(`${content.probe.damaged}. Minimum is the size without resizing it.`) };
   if (content.fs.cannotShrink) {
     return { minimumBytes: content.probe.sizeBytes, warnings: [] };
   }
@@ -37,7 +47,7 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
     return await content.fs.measure({ guest: session as GuestSession, device: facts.guestDevice }, content.probe);
   } catch (error) {
     // Content we recognise but cannot resize (an LV with several segments, an unsupported filesystem in an LV).
-    if (error instanceof NotSupported) return { unsupported: error.message };
+    if (error instanceof NotSupported) return { unsupported: because(error.message) };
     throw error;
   }
 }

@@ -1,8 +1,8 @@
-// Output contracts: --json of every command against docs/json-schema.json, NDJSON events, progress on a
-// terminal and in pipes, -v logging, and the man page.
+// Output contracts: --json of every command against docs/json-schema.json, NDJSON events, text mode's empty
+// stderr on success, EPIPE, progress on a terminal and in pipes, -v logging, and the man page.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +65,63 @@ describe('--json', () => {
   });
 });
 
+describe('text mode', () => {
+  // The dispatcher takes any stderr byte as failure (Task_ConvertDisks.cpp; see test/e2e/dispatcher.test.ts).
+  it('every successful command, on qcow2 and on ploop, writes nothing on stderr', async () => {
+    const base = join(dir, 'base.qcow2');
+    const top = join(dir, 'top.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 0 4M', base], { stdio: 'ignore' });
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', top]);
+    const runs: string[][] = [];
+    for (const hdd of [vm.hdd, ct.hdd]) {
+      runs.push(
+        ['resize', '--hdd', hdd, '--info'],
+        ['compact', '--hdd', hdd, '--info'],
+        ['compact', '--hdd', hdd],
+        ['resize', '--hdd', hdd, '--size', '800M'],
+        ['merge', '--hdd', hdd],
+        ['convert', '--hdd', hdd, '--expanding'],
+        ['convert', '--hdd', hdd, '--plain'],
+      );
+    }
+    runs.push(['merge', '--hdd', top, '--external']);
+    for (const args of runs) {
+      // An internal snapshot for merge to delete (resize refuses an image that has one).
+      if (args[0] === 'merge' && args[2] === vm.hdd) execFileSync('qemu-img', ['snapshot', '-c', 'snap', vm.hdd]);
+      const result = await runCli(args);
+      expect(result.code, `${args.join(' ')}\n${result.stderr}`).toBe(0);
+      expect(result.stderr, args.join(' ')).toBe('');
+      expect(result.stdout, args.join(' ')).not.toBe('');
+      if (args[0] === 'compact' && args.includes('--info')) {
+        // Numbers right-aligned in 15 columns, as the original's QString::arg(v, 15) (CommandVm.cpp, CompactInfo).
+        const lines = result.stdout.split('\n').filter(Boolean);
+        expect(lines.slice(0, 4).map((line) => line.slice(0, 26))).toEqual([
+          '        Block size:       ',
+          '        Total blocks:     ',
+          '        Allocated blocks: ',
+          '        Used blocks:      ',
+        ]);
+        for (const line of lines.slice(0, 4)) expect(line.slice(26), line).toMatch(/^ *\d+$/);
+        for (const line of lines.slice(0, 4)) expect(line, line).toHaveLength(26 + 15);
+      }
+    }
+    expect(existsSync(base)).toBe(false);
+  });
+
+  it('a reader that closes stdout (| head -1) does not turn a finished resize into a failure (EPIPE ignored)', async () => {
+    const child = spawn(process.execPath, [cliPath(), 'resize', '--hdd', vm.hdd, '--size', '832M'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(0);
+    expect(stderr).toBe('');
+    const grown = JSON.parse((await runCli(['resize', '--hdd', vm.hdd, '--info', '--json'])).stdout) as { size: number };
+    expect(grown.size).toBe(832 * 2 ** 20);
+  });
+});
+
 describe('progress', () => {
   let big: string;
   beforeAll(() => {
@@ -83,10 +140,11 @@ describe('progress', () => {
     expect([...percents].sort((a, b) => a - b)).toEqual(percents);
   });
 
-  it('prints "NN %" lines when stderr is not a terminal, and NDJSON progress under --json', async () => {
+  it('prints "NN %" lines on stdout when it is not a terminal, and NDJSON progress under --json', async () => {
     const plain = await runCli(['convert', '--hdd', big, '--expanding']);
     expect(plain.code).toBe(0);
-    const lines = plain.stderr.split('\n').filter((line) => /^\d+ %$/.test(line)).map((line) => parseInt(line, 10));
+    expect(plain.stderr).toBe('');
+    const lines = plain.stdout.split('\n').filter((line) => /^\d+ %$/.test(line)).map((line) => parseInt(line, 10));
     expect(lines.length).toBeGreaterThanOrEqual(3);
     expect(lines.at(-1)).toBe(100);
 
@@ -98,12 +156,13 @@ describe('progress', () => {
 });
 
 describe('-v and the man page', () => {
-  it('-v prints every external command with its duration and every plan step', async () => {
+  it('-v prints every external command with its duration and every plan step (on stdout, as the original)', async () => {
     const result = await runCli(['convert', '--hdd', vm.hdd, '--expanding', '-v']);
     expect(result.code).toBe(0);
-    expect(result.stderr).toMatch(/^\+ qemu-img info .* \(\d+\.\d\d s, exit 0\)$/m);
-    expect(result.stderr).toMatch(/^\+ qemu-img convert .* \(\d+\.\d\d s, exit 0\)$/m);
-    expect(result.stderr).toMatch(/^step 1\/\d+: /m);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(/^\+ qemu-img info .* \(\d+\.\d\d s, exit 0\)$/m);
+    expect(result.stdout).toMatch(/^\+ qemu-img convert .* \(\d+\.\d\d s, exit 0\)$/m);
+    expect(result.stdout).toMatch(/^step 1\/\d+: /m);
   });
 
   it('man -l renders the man page', () => {

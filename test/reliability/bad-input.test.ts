@@ -218,7 +218,7 @@ describe('broken partition tables and filesystems', () => {
     expect(failures).toEqual([]);
     const grow = await runCli(['resize', '--hdd', image.hdd, '--size', '384M', '--resize_partition']);
     expect(grow.code).toBe(0);
-    expect(grow.stderr).toMatch(/does not recognise: the partition grows, its content is left as it is/);
+    expect(grow.stdout).toMatch(/does not recognise: the partition grows, its content is left as it is/);
   });
 });
 
