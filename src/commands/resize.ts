@@ -102,13 +102,14 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     try {
       await executeResize(plan, facts, state, context);
     } catch (error) {
+      // What the rollback did belongs to the failure: it goes out with the error, on stderr.
+      let sequel: string | undefined;
       try {
-        if (await rollbackGrow(facts, state, context)) {
-          context.notice(`The image was shrunk back to its former ${facts.sizeBytes} bytes; nothing else had reached it.`);
-        }
+        if (await rollbackGrow(facts, state, context)) sequel = `The image was shrunk back to its former ${facts.sizeBytes} bytes; nothing else had reached it.`;
       } catch (rollbackError) {
-        context.notice(rollbackFailedMessage(request.hdd, facts.sizeBytes, plan.toBytes, rollbackError));
+        sequel = rollbackFailedMessage(request.hdd, facts.sizeBytes, plan.toBytes, rollbackError);
       }
+      if (sequel !== undefined && error instanceof Error) error.message = `${error.message.trimEnd()}\n${sequel}`;
       throw error;
     }
     const after = await loadImage(opened.ref);

@@ -82,14 +82,23 @@ describe('a running container image is never written', () => {
 });
 
 describe('a dry run is the real run', () => {
-  it('descriptor 32 MiB, delta 64 MiB with data at 40 MiB: -n plans from 64 MiB and shows the recovery', async () => {
+  it('descriptor 32 MiB, delta 64 MiB with data at 40 MiB: -n plans from 64 MiB, shows the recovery, refuses what the real run refuses', async () => {
     const { dir, delta } = ploopFolder(32, 64);
     execQemuIoParallels(delta, 'write -P 0x77 40M 1M');
-    const dry = await runCli(['resize', '--hdd', dir, '--size', '36M', '-n', '--json']);
-    const plan = JSON.parse(dry.stdout.trim().split('\n').pop()!) as { plan?: string[]; error?: unknown };
-    const text = JSON.stringify(plan);
-    expect(text).toMatch(/Complete an interrupted operation first: the descriptor's Disk_size of 65536 sectors differs/);
-    expect(text).not.toMatch(/Grow the image from 32 MiB/);
+    const before = sums(dir);
+    const dryCut = await runCli(['resize', '--hdd', dir, '--size', '36M', '-n']);
+    expect(dryCut.code, dryCut.stderr).toBe(8);
+    expect(dryCut.stderr).toMatch(/The smallest size it accepts is 41M/);
+    const dry = await runCli(['resize', '--hdd', dir, '--size', '48M', '-n', '--json']);
+    const report = JSON.parse(dry.stdout.trim().split('\n').pop()!) as { plan: string[]; steps: string[] };
+    expect(report.plan[0]).toMatch(/^Complete an interrupted operation first: the descriptor's Disk_size of 65536 sectors differs from the top delta's 131072/);
+    expect(report.steps).toEqual(['Shrink the image from 64 MiB to 48 MiB.']);
+    expect(sums(dir)).toEqual(before);
+    const realCut = await runCli(['resize', '--hdd', dir, '--size', '36M']);
+    expect(realCut.code, realCut.stderr).toBe(8);
+    const real = await runCli(['resize', '--hdd', dir, '--size', '48M', '--json']);
+    expect(real.code, real.stderr).toBe(0);
+    expect((JSON.parse(real.stdout.trim().split('\n').pop()!) as { steps: string[] }).steps).toEqual(report.steps);
   });
 
   it('free space: -n refuses a grow the real run would refuse (exit 9)', async () => {
