@@ -1,46 +1,25 @@
-// merge --external: folds a qcow2 backing chain into its base, which then takes the top's name.
-// Why this order keeps the content seen through --hdd unchanged at every instant: docs/merge-convert.md.
+// merge --external: makes the top standalone. When every lower layer belongs to the image alone, the chain is
+// folded into its base, which then takes the top's name; when any may be shared (a linked clone's template), its
+// data is pulled up into the top instead and the shared files are only read (docs/security.md, rule 8).
+// Why either order keeps the content seen through --hdd unchanged at every instant: docs/merge-convert.md.
 import { dirname } from 'node:path';
 import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './request.js';
 import type { OpenedImage } from './open.js';
-import { inUseByOther, isLockFailure, readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
-import { copyOwnership, requireConsistentQcow2, sameFilesystem } from './merge-host.js';
-import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
+import { requireConsistentQcow2, sameFilesystem } from './merge-host.js';
 import { describePlan, executePlan, type Plan } from '../plan/plan.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
-import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
-import { findLeftovers, newLeftoversNote, writeLeftoversNote, type Leftovers } from './merge-leftovers.js';
+import { findLeftovers, newLeftoversNote, type Leftovers } from './merge-leftovers.js';
+import { describeExternalStep, runExternalStep, type ExternalStep } from './merge-external-steps.js';
+import { placeLayers, type Placement } from './merge-external-layers.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
 
-export type ExternalStep =
-  | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }
-  | { kind: 'shrink-base'; base: string; sizeBytes: number }
-  | { kind: 'note-intermediates'; note: string; paths: string[] }
-  | { kind: 'replace-top'; base: string; top: string }
-  | { kind: 'remove'; path: string }
-  | { kind: 'forget-notes'; notes: string[] };
-
-export function describeExternalStep(step: ExternalStep): string {
-  switch (step.kind) {
-    case 'commit':
-      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit), then free any cluster the base leaked; what ${step.top} shows does not change.`;
-    case 'shrink-base':
-      return `Cut the base ${step.base} to the top's virtual size of ${step.sizeBytes} bytes (the part past it was never visible).`;
-    case 'replace-top':
-      return `Rename the merged base ${step.base} over ${step.top} (atomic), then make the rename durable.`;
-    case 'note-intermediates':
-      return `Write down the ${step.paths.length} intermediate image(s) in ${step.note}, so that a rerun removes them if this run stops after the rename.`;
-    case 'remove':
-      return `Remove the intermediate image ${step.path}, which nothing uses any more.`;
-    case 'forget-notes':
-      return `Remove the note(s) ${step.notes.join(', ')}.`;
-  }
-}
+export { describeExternalStep, type ExternalStep } from './merge-external-steps.js';
 
 export interface ChainFacts {
   /** Top first. */
@@ -52,6 +31,10 @@ export interface ChainFacts {
   /** What an interrupted run left beside the top, and where this run's note goes. */
   leftovers?: Leftovers;
   note?: string;
+  /** For each lower layer (top excluded), whether it belongs to the image alone; all own when left out. */
+  placements?: Placement[];
+  /** Free bytes in the top's filesystem (a pull-up grows the top); assumed enough when left out. */
+  freeBytesAtTop?: number;
 }
 
 /** Pure: the steps of the merge, or a refusal saying what to do instead. */
@@ -69,15 +52,29 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
     };
   }
   const base = chain[chain.length - 1]!;
+  const placements = facts.placements ?? chain.slice(1).map((): Placement => ({ own: true }));
+  const shared = chain.slice(1).filter((_, i) => !placements[i]!.own);
   for (const layer of chain) {
     if (layer.corrupt) throw new ImageInvalid(`The qcow2 image "${layer.path}" of the chain is marked corrupt; repair it with "qemu-img check -r all" first`);
     if (layer.unsupported) throw new NotSupported(`"${layer.path}" uses ${layer.unsupported}, which merge --external does not handle. Nothing was changed.`);
-    if (layer.snapshots > 0) {
+    // A shared layer is only read, through its current state: its own snapshots do not matter.
+    if (layer.snapshots > 0 && !shared.includes(layer)) {
       throw new Refused(
         `"${layer.path}" has ${layer.snapshots} internal snapshot(s), which the merged image could not keep consistently; delete them first with "prl_disk_tool merge --hdd ${layer.path}". Nothing was changed.`,
       );
     }
   }
+  const ownLower = chain.slice(1).filter((_, i) => placements[i]!.own).map((layer) => layer.path);
+  const note = ownLower.length > 0 ? facts.note : undefined;
+  const removals = (resultFile: string, paths: string[]): ExternalStep[] =>
+    paths.length === 0
+      ? []
+      : [
+          ...(note === undefined ? [] : [{ kind: 'note-intermediates', note, top: top.path, resultFile, paths } satisfies ExternalStep]),
+          ...paths.map((path): ExternalStep => ({ kind: 'remove', path })),
+          ...(note === undefined ? [] : [{ kind: 'forget-notes', notes: [note] } satisfies ExternalStep]),
+        ];
+  if (shared.length > 0) return planPullUp(facts, shared, ownLower, forget, removals(top.path, ownLower));
   // A layer smaller than the top hides whatever lies below past its end (reads as zeros); committing through
   // it is not guaranteed to reproduce that, so such chains are refused. The base may be smaller (commit grows it).
   const short = chain.slice(1, -1).find((layer) => layer.virtualSizeBytes < top.virtualSizeBytes);
@@ -88,68 +85,43 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
     );
   }
   const dataBytes = chain.slice(0, -1).reduce((sum, layer) => sum + layer.hostBytes, 0);
-  const needed = dataBytes + spaceMargin(dataBytes);
-  if (facts.freeBytesAtBase < needed) {
-    throw new ToolError(
-      'no-space',
-      `Not enough free space for the base "${base.path}" to take the overlays' data: up to ${formatBytes(needed)} is needed, ${formatBytes(facts.freeBytesAtBase)} is free; free some space and try again. Nothing was changed.`,
-    );
-  }
+  requireSpace(facts.freeBytesAtBase, dataBytes, `the base "${base.path}" to take the overlays' data`);
   const baseName = chain[chain.length - 2]!.backingPath ?? base.path;
   const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
   if (base.virtualSizeBytes > top.virtualSizeBytes) steps.push({ kind: 'shrink-base', base: base.path, sizeBytes: top.virtualSizeBytes });
-  const intermediates = chain.slice(1, -1).map((layer) => layer.path);
-  const note = intermediates.length > 0 ? facts.note : undefined;
-  if (note !== undefined) steps.push({ kind: 'note-intermediates', note, paths: intermediates });
-  steps.push({ kind: 'replace-top', base: base.path, top: top.path });
-  for (const path of intermediates) steps.push({ kind: 'remove', path });
-  if (note !== undefined) steps.push({ kind: 'forget-notes', notes: [note] });
-  return { summary: `Fold the ${chain.length} images of the backing chain of ${top.path} into one standalone image at ${top.path}.`, steps };
+  // The note goes down before the rename (after it, the intermediates are no longer reachable from the top).
+  const after = removals(base.path, ownLower.slice(0, -1));
+  const noted = after[0]?.kind === 'note-intermediates' ? after.splice(0, 1) : [];
+  steps.push(...noted, { kind: 'replace-top', base: base.path, top: top.path }, ...after);
+  return {
+    summary: `Fold the ${chain.length} images of the backing chain of ${top.path} into one standalone image at ${top.path}: every lower layer lives in the image's folder and nothing else uses it, so the base takes the top's name.`,
+    steps,
+  };
 }
 
-async function runStep(step: ExternalStep, context: Context): Promise<void> {
-  switch (step.kind) {
-    case 'commit':
-      context.progress.step('Committing the overlays into the base');
-      // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
-      try {
-        await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', step.baseName, step.top], {
-          onStdoutLine: (line) => {
-            const fraction = parseProgress(line);
-            if (fraction !== undefined) context.progress.update(fraction);
-          },
-        });
-      } catch (error) {
-        // qemu-img takes the base's write lock when it opens it, before writing anything.
-        if (isLockFailure(error)) throw inUseByOther(step.base);
-        throw error;
-      }
-      // A commit killed in an earlier run may have left clusters allocated in the base that nothing uses.
-      await repairLeaks(step.base);
-      fsyncPath(step.base);
-      context.progress.done();
-      return;
-    case 'shrink-base':
-      await qemuImg(['resize', '-f', 'qcow2', '--shrink', step.base, String(step.sizeBytes)], { timeoutMs: 60 * 60_000, untorn: true });
-      fsyncPath(step.base);
-      return;
-    case 'replace-top':
-      copyOwnership(step.top, step.base);
-      commitRename(step.base, step.top);
-      if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
-      return;
-    case 'note-intermediates':
-      writeLeftoversNote(step.note, step.paths);
-      return;
-    case 'remove':
-      removeIfExists(step.path);
-      fsyncDirectoryOf(step.path);
-      return;
-    case 'forget-notes':
-      for (const note of step.notes) removeIfExists(note);
-      fsyncDirectoryOf(step.notes[0]!);
-      return;
+function requireSpace(freeBytes: number, dataBytes: number, purpose: string): void {
+  const needed = dataBytes + spaceMargin(dataBytes);
+  if (freeBytes < needed) {
+    throw new ToolError(
+      'no-space',
+      `Not enough free space for ${purpose}: up to ${formatBytes(needed)} is needed, ${formatBytes(freeBytes)} is free; free some space and try again. Nothing was changed.`,
+    );
   }
+}
+
+/** The top takes the data of every lower layer; the shared ones are only read, the image's own are removed after. */
+function planPullUp(facts: ChainFacts, shared: ChainFacts['chain'], ownLower: string[], forget: ExternalStep[], removals: ExternalStep[]): Plan<ExternalStep> {
+  const top = facts.chain[0]!;
+  const lower = facts.chain.slice(1);
+  const dataBytes = Math.min(lower.reduce((sum, layer) => sum + layer.hostBytes, 0), top.virtualSizeBytes);
+  requireSpace(facts.freeBytesAtTop ?? Number.MAX_SAFE_INTEGER, dataBytes, `"${top.path}" to take the data of its lower layers`);
+  const why = (facts.placements ?? []).flatMap((p, i) => (p.own ? [] : [`${lower[i]!.path}: ${p.why}`]));
+  return {
+    summary:
+      `Make ${top.path} standalone by copying into it what it reads from its backing chain; ${shared.length} lower layer(s) may be used by other images and are left as they are (${why.join('; ')})` +
+      (ownLower.length > 0 ? `; the ${ownLower.length} layer(s) only this image uses are removed after.` : '.'),
+    steps: [...forget, { kind: 'pull-up', top: top.path, layers: lower.length, dataBytes, shared: shared.map((layer) => layer.path) }, ...removals],
+  };
 }
 
 export async function mergeExternal(opened: OpenedImage, request: MergeRequest, context: Context): Promise<ChangeReport> {
@@ -158,11 +130,14 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
   try {
     if (opened.ref.format !== 'qcow2') throw new Error('internal: merge --external on a ploop image');
     const layers = await readChain(opened.ref.path);
-    // Every lower file: our exclusive lock, then QEMU's (a VM using it as its own image or backing file).
-    for (const layer of layers.slice(1)) {
-      locks.push(acquireLock(layer.path, 'exclusive', layer.path));
+    const placements = placeLayers(layers.map((layer) => layer.path));
+    // Every lower file the merge changes: our exclusive lock, then QEMU's (a VM using it as its own image or backing
+    // file). A shared one is only read: a shared lock, and a read-only open that fails only if something writes it.
+    for (const [i, layer] of layers.slice(1).entries()) {
+      const own = placements[i]!.own;
+      locks.push(acquireLock(layer.path, own ? 'exclusive' : 'shared', layer.path));
       await readLayer(layer.path, false);
-      if (!layer.dirty) await requireNoWriterConflict(layer.path);
+      if (own && !layer.dirty) await requireNoWriterConflict(layer.path);
     }
     const leftovers = findLeftovers(opened.ref.path);
     // Files an interrupted run meant to remove are locked like the layers: nobody else may be using them.
@@ -172,7 +147,7 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
         await readLayer(path, false);
       }
     }
-    const warnings: string[] = leftovers.unreadable.map((note) => `The note ${note} could not be read; it is removed, and the files it may name are left alone.`);
+    const warnings: string[] = [...leftovers.warnings];
     for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)).warnings);
     const chain = layers.map((layer) => ({ ...layer, hostBytes: hostAllocatedBytes(layer.path) }));
     const base = chain[chain.length - 1]!;
@@ -182,6 +157,8 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
       baseOnTopFilesystem: chain.length === 1 || sameFilesystem(dirname(base.path), dirname(opened.ref.path)),
       leftovers,
       note: newLeftoversNote(opened.ref.path),
+      placements,
+      freeBytesAtTop: freeBytesAt(dirname(opened.ref.path)),
     });
     const lines = describePlan(plan, describeExternalStep);
     const hostBytesBefore = chain.reduce((sum, layer) => sum + layer.hostBytes, 0);
@@ -193,7 +170,7 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
         messages: plan.steps.length === 0 ? [plan.summary] : [], facts: { ...facts, hostBytesAfter: hostBytesBefore }, warnings,
       };
     }
-    await executePlan(plan, describeExternalStep, (step) => runStep(step, context));
+    await executePlan(plan, describeExternalStep, (step) => runExternalStep(step, context));
     const hostBytesAfter = hostAllocatedBytes(opened.ref.path);
     const removed = plan.steps.filter((s) => s.kind === 'remove').length;
     return {
@@ -203,7 +180,9 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
           ? [`Removed ${removed} intermediate image(s) that an interrupted merge --external left; ${opened.ref.path} was already standalone.`]
           : [
               `Merged the backing chain of ${chain.length} images into ${opened.ref.path}, which no longer has a backing file; ${removed} intermediate file(s) removed.`,
-              `The base file ${base.path} now lives at ${opened.ref.path}; any other image that used it as a backing file must be re-pointed.`,
+              plan.steps.some((s) => s.kind === 'pull-up')
+                ? `The data of the lower layers was copied into ${opened.ref.path}; the layers other images may use were left as they were.`
+                : `The base file ${base.path} now lives at ${opened.ref.path}.`,
             ],
       facts: { ...facts, hostBytesAfter, freedBytes: Math.max(0, hostBytesBefore - hostBytesAfter) },
       warnings,

@@ -64,12 +64,12 @@ describe('planExternalMerge', () => {
   it('writes the intermediates down before the rename and forgets the note after removing them', () => {
     const plan = planExternalMerge(facts(chainOf(4), { note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp' }));
     expect(plan.steps.map((s) => s.kind)).toEqual(['commit', 'note-intermediates', 'replace-top', 'remove', 'remove', 'forget-notes']);
-    expect(plan.steps[1]).toEqual({ kind: 'note-intermediates', note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp', paths: ['/vm/l1.qcow2', '/vm/l2.qcow2'] });
+    expect(plan.steps[1]).toEqual({ kind: 'note-intermediates', note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp', top: '/vm/l0.qcow2', resultFile: '/vm/l3.qcow2', paths: ['/vm/l1.qcow2', '/vm/l2.qcow2'] });
     // Two layers have no intermediate: no note.
     expect(planExternalMerge(facts(chainOf(2), { note: '/vm/n' })).steps.map((s) => s.kind)).toEqual(['commit', 'replace-top']);
   });
   it('a standalone top with a note left by a killed run: removes what the note names, then the note', () => {
-    const leftovers = { notes: ['/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp'], paths: ['/vm/l1.qcow2'], unreadable: [] };
+    const leftovers = { notes: ['/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp'], paths: ['/vm/l1.qcow2'], warnings: [] };
     const plan = planExternalMerge(facts(chainOf(1), { leftovers }));
     expect(plan.steps).toEqual([{ kind: 'remove', path: '/vm/l1.qcow2' }, { kind: 'forget-notes', notes: leftovers.notes }]);
     expect(plan.summary).toMatch(/remove the 1 intermediate image\(s\) an interrupted merge --external left/);

@@ -1,0 +1,96 @@
+// The steps of merge --external: their one-sentence descriptions and how each runs.
+import { dirname } from 'node:path';
+import type { Context } from './context.js';
+import { inUseByOther, isLockFailure } from './merge-chain.js';
+import { copyOwnership } from './merge-host.js';
+import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
+import { writeLeftoversNote } from './merge-leftovers.js';
+import { formatBytes } from '../util/units.js';
+
+export type ExternalStep =
+  | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }
+  | { kind: 'pull-up'; top: string; layers: number; dataBytes: number; shared: string[] }
+  | { kind: 'shrink-base'; base: string; sizeBytes: number }
+  | { kind: 'note-intermediates'; note: string; top: string; resultFile: string; paths: string[] }
+  | { kind: 'replace-top'; base: string; top: string }
+  | { kind: 'remove'; path: string }
+  | { kind: 'forget-notes'; notes: string[] };
+
+export function describeExternalStep(step: ExternalStep): string {
+  switch (step.kind) {
+    case 'commit':
+      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit), then free any cluster the base leaked; what ${step.top} shows does not change.`;
+    case 'pull-up':
+      return `Copy into ${step.top} the data it reads from its ${step.layers} lower layer(s) (at most ${formatBytes(step.dataBytes)}, qemu-img rebase -b ""), then drop its backing file; ${step.shared.join(', ')} may be used by other images, so they are only read; what ${step.top} shows does not change.`;
+    case 'shrink-base':
+      return `Cut the base ${step.base} to the top's virtual size of ${step.sizeBytes} bytes (the part past it was never visible).`;
+    case 'replace-top':
+      return `Rename the merged base ${step.base} over ${step.top} (atomic), then make the rename durable.`;
+    case 'note-intermediates':
+      return `Write down the ${step.paths.length} intermediate image(s) in ${step.note}, so that a rerun removes them if this run stops after the rename.`;
+    case 'remove':
+      return `Remove the intermediate image ${step.path}, which nothing uses any more.`;
+    case 'forget-notes':
+      return `Remove the note(s) ${step.notes.join(', ')}.`;
+  }
+}
+
+export async function runExternalStep(step: ExternalStep, context: Context): Promise<void> {
+  switch (step.kind) {
+    case 'commit':
+      context.progress.step('Committing the overlays into the base');
+      // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
+      try {
+        await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', step.baseName, step.top], {
+          onStdoutLine: (line) => {
+            const fraction = parseProgress(line);
+            if (fraction !== undefined) context.progress.update(fraction);
+          },
+        });
+      } catch (error) {
+        // qemu-img takes the base's write lock when it opens it, before writing anything.
+        if (isLockFailure(error)) throw inUseByOther(step.base);
+        throw error;
+      }
+      // A commit killed in an earlier run may have left clusters allocated in the base that nothing uses.
+      await repairLeaks(step.base);
+      fsyncPath(step.base);
+      context.progress.done();
+      return;
+    case 'pull-up':
+      context.progress.step('Copying the data of the lower layers into the image');
+      // rebase -b "" copies every cluster the top reads from below, then clears the backing name as its last write:
+      // killed before that, the top still has its chain and shows the same content; the lower files are only read.
+      await qemuImg(['rebase', '-f', 'qcow2', '-F', 'qcow2', '-t', 'writeback', '-p', '-b', '', step.top], {
+        onStdoutLine: (line) => {
+          const fraction = parseProgress(line);
+          if (fraction !== undefined) context.progress.update(fraction);
+        },
+      });
+      fsyncPath(step.top);
+      context.progress.done();
+      return;
+    case 'shrink-base':
+      await qemuImg(['resize', '-f', 'qcow2', '--shrink', step.base, String(step.sizeBytes)], { timeoutMs: 60 * 60_000, untorn: true });
+      fsyncPath(step.base);
+      return;
+    case 'replace-top':
+      copyOwnership(step.top, step.base);
+      commitRename(step.base, step.top);
+      if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
+      return;
+    case 'note-intermediates':
+      writeLeftoversNote(step.note, step.top, step.resultFile, step.paths);
+      return;
+    case 'remove':
+      removeIfExists(step.path);
+      fsyncDirectoryOf(step.path);
+      return;
+    case 'forget-notes':
+      for (const note of step.notes) removeIfExists(note);
+      fsyncDirectoryOf(step.notes[0]!);
+      return;
+  }
+}
+
