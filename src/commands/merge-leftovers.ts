@@ -103,16 +103,18 @@ export function findLeftovers(top: string): Leftovers {
       ignore(note, `it was written for another image (${JSON.stringify(body.top.name)})`);
       continue;
     }
+    const checked = body.intermediates.map((name) => removable(folder, name, top));
+    // One name we would not remove makes the whole note suspect: it is left as it is, and none of its names acted on.
+    const refused = checked.find((path): path is { reason: string } => typeof path !== 'string');
+    if (refused !== undefined) {
+      ignore(note, refused.reason);
+      continue;
+    }
     out.notes.push(note);
     // Another identity: the run that wrote it stopped before the rename, so its intermediates are still the chain.
     if (body.top.dev !== here.dev || body.top.ino !== here.ino) continue;
-    for (const name of body.intermediates) {
-      const path = removable(folder, name, top);
-      if (typeof path === 'string') {
-        if (lstatSync(path, { throwIfNoEntry: false }) !== undefined && !out.paths.includes(path)) out.paths.push(path);
-      } else {
-        out.warnings.push(`Ignored a name in the note ${note}: ${path.reason}; it was left alone.`);
-      }
+    for (const path of checked as string[]) {
+      if (lstatSync(path, { throwIfNoEntry: false }) !== undefined && !out.paths.includes(path)) out.paths.push(path);
     }
   }
   return out;

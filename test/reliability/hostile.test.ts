@@ -1,0 +1,396 @@
+// Hostile images (issue 13): every family of crafted input the threat model names (docs/security.md), each run
+// under strace. For every run: the documented exit code, one clear sentence on stderr, not one byte changed in the
+// case folder nor in a sentinel folder beside it (nothing created or removed there either), no path outside the
+// folder opened and no foreign socket connected (allow-list in test/helpers/confinement.ts), no hang (hard timeout,
+// the process group killed), and no appliance started where the refusal must come first.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fingerprint, fingerprintDiff } from './harness.js';
+import { requireStrace, traceCli, type TraceReport } from '../helpers/confinement.js';
+import {
+  fifo, getField, patterned, ploopDelta, ploopFolder, qcow2, qcow2Backed, QCOW2, setBacking, setField, sh, socketFile, zeroDevice,
+} from '../helpers/hostile-images.js';
+import { BASE_GUID } from '../helpers/ploop.js';
+
+/** A refusal takes a few seconds even on a loaded machine; a FIFO open that blocks never ends. */
+const TIMEOUT_MS = 25_000;
+const POOL = 3;
+
+const OPS = {
+  info: ['resize', '--info'],
+  grow: ['resize', '--size', '128M'],
+  shrink: ['resize', '--size', '16M'],
+  'grow -n': ['resize', '--size', '128M', '-n'],
+  'shrink -n': ['resize', '--size', '16M', '-n'],
+  'compact --info': ['compact', '--info'],
+  compact: ['compact'],
+  'compact -n': ['compact', '-n'],
+  merge: ['merge'],
+  'merge -n': ['merge', '-n'],
+  external: ['merge', '--external'],
+  'external -n': ['merge', '--external', '-n'],
+  plain: ['convert', '--plain'],
+  'plain -n': ['convert', '--plain', '-n'],
+  expanding: ['convert', '--expanding'],
+} as const;
+type Op = keyof typeof OPS;
+
+interface Dirs {
+  /** The image's folder: the only place the tool may touch. */
+  vm: string;
+  /** The sentinel: victims the hostile image names; must stay byte-identical, nothing created or removed. */
+  out: string;
+}
+
+interface Case {
+  name: string;
+  /** Builds the image in dirs.vm (and its victims in dirs.out); returns --hdd. */
+  build: (d: Dirs) => string;
+  ops: Op[];
+  /** README's exit codes that fit (the first is the one the rule documents; see docs/security.md). */
+  codes: number[];
+  /** A case that must succeed changes its own folder; `verify` then says what must hold. */
+  verify?: (d: Dirs) => string[];
+}
+
+/** Victims outside the folder, that a hostile image names. */
+function sentinel(out: string): void {
+  patterned(join(out, 'victim.raw'), 4);
+  qcow2(join(out, 'victim.qcow2'));
+  sh('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x77 0 1M', join(out, 'victim.qcow2'));
+  writeFileSync(join(out, 'secret'), 'root:$6$hash:19000:0:99999:7:::\n');
+  ploopDelta(join(out, 'victim.hds'));
+}
+
+const top = (d: Dirs): string => join(d.vm, 'top.qcow2');
+const plainQcow2 = (d: Dirs): string => qcow2(join(d.vm, 'disk.qcow2'));
+const poked = (field: readonly [number, number], value: (old: bigint) => bigint) => (d: Dirs): string => {
+  const file = plainQcow2(d);
+  setField(file, field, value(getField(file, field)));
+  return file;
+};
+const ploop = (d: Dirs, files: string[] = ['root.hds'], tweak?: (xml: string) => string): string => ploopFolder(d.vm, files, tweak);
+const withDeltas = (d: Dirs, files: string[], tweak?: (xml: string) => string): string => {
+  for (const file of files) if (!file.includes('/')) ploopDelta(join(d.vm, file));
+  return ploop(d, files, tweak);
+};
+const ours = (file: string, body: unknown): string => {
+  const stat = statSync(file, { bigint: true });
+  return JSON.stringify({ writer: 'prl-disk-tool merge --external', version: 2, top: { name: 'disk.qcow2', dev: String(stat.dev), ino: String(stat.ino) }, intermediates: body });
+};
+const NOTE = '.disk.qcow2.merge-leftovers-0123abcd.prl-tmp';
+const COMMENT = 'Copie de sécurité, été: Ærø';
+
+const CASES: Case[] = [
+  // qcow2 header fields and extensions
+  {
+    name: 'qcow2: external data file outside the folder',
+    build: (d) => {
+      const file = qcow2(join(d.vm, 'disk.qcow2'), '4M', '-o', `data_file=${join(d.out, 'victim.raw')},data_file_raw=on`);
+      patterned(join(d.out, 'victim.raw'), 4, 0x33);
+      return file;
+    },
+    ops: ['shrink', 'grow', 'info', 'compact --info', 'compact', 'plain', 'external', 'shrink -n', 'merge'],
+    codes: [7],
+  },
+  {
+    name: 'qcow2: LUKS encryption',
+    build: (d) => qcow2(join(d.vm, 'disk.qcow2'), '64M', '--object', 'secret,id=s0,data=hostile', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10'),
+    ops: ['info', 'grow', 'compact', 'expanding', 'merge', 'external -n'],
+    codes: [7],
+  },
+  { name: 'qcow2: legacy AES encryption (crypt_method 1)', build: poked(QCOW2.cryptMethod, () => 1n), ops: ['grow -n', 'compact --info'], codes: [7] },
+  { name: 'qcow2: corrupt bit set', build: poked(QCOW2.incompatibleFeatures, (v) => v | 2n), ops: ['grow', 'info', 'compact -n', 'plain', 'external'], codes: [4] },
+  { name: 'qcow2: unknown incompatible feature bit', build: poked(QCOW2.incompatibleFeatures, (v) => v | (1n << 40n)), ops: ['grow', 'compact --info'], codes: [7, 4] },
+  { name: 'qcow2: cluster_bits 40', build: poked(QCOW2.clusterBits, () => 40n), ops: ['info', 'grow'], codes: [4] },
+  { name: 'qcow2: L1 table past the end of the file', build: poked(QCOW2.l1TableOffset, () => 1n << 40n), ops: ['grow', 'compact -n'], codes: [4] },
+  { name: 'qcow2: L1 table of 2^31 entries', build: poked(QCOW2.l1Size, () => 0x7fffffffn), ops: ['info'], codes: [4] },
+  { name: 'qcow2: refcount table at an unaligned offset', build: poked(QCOW2.refcountTableOffset, () => 0x10001n), ops: ['grow', 'merge'], codes: [4] },
+  { name: 'qcow2: header_length past the first cluster', build: poked(QCOW2.headerLength, () => 0x20000n), ops: ['info'], codes: [4] },
+  { name: 'qcow2: virtual size 2^62', build: poked(QCOW2.size, () => 1n << 62n), ops: ['info', 'plain'], codes: [4, 7] },
+  {
+    name: 'qcow2: backing name 5000 bytes long',
+    build: (d) => {
+      const file = plainQcow2(d);
+      setBacking(file, 'x', 'qcow2');
+      setField(file, QCOW2.backingFileSize, 5000n);
+      return file;
+    },
+    ops: ['info', 'external'],
+    codes: [4],
+  },
+  {
+    name: 'qcow2: backing name past the end of the file',
+    build: (d) => {
+      const file = plainQcow2(d);
+      setBacking(file, 'x', 'qcow2');
+      setField(file, QCOW2.backingFileOffset, 1n << 40n);
+      return file;
+    },
+    ops: ['grow'],
+    codes: [4],
+  },
+  // backing names
+  { name: 'backing: json: naming a file outside', build: (d) => qcow2Backed(top(d), `json:{"driver":"raw","file":{"driver":"file","filename":"${join(d.out, 'secret')}"}}`, 'raw'), ops: ['info', 'grow', 'external', 'plain', 'compact --info'], codes: [7] },
+  { name: 'backing: nbd:// URL', build: (d) => qcow2Backed(top(d), 'nbd://127.0.0.1:10809/export', 'raw'), ops: ['info', 'external -n', 'grow -n'], codes: [7] },
+  { name: 'backing: legacy nbd: syntax', build: (d) => qcow2Backed(top(d), 'nbd:127.0.0.1:10809', 'raw'), ops: ['compact --info'], codes: [7] },
+  { name: 'backing: file: protocol prefix', build: (d) => qcow2Backed(top(d), `file:${join(d.out, 'victim.qcow2')}`), ops: ['grow', 'external'], codes: [7] },
+  { name: 'backing: format not recorded', build: (d) => qcow2Backed(top(d), join(d.out, 'victim.qcow2'), null), ops: ['info', 'compact', 'external', 'expanding', 'grow -n'], codes: [8] },
+  { name: 'backing: absolute path to a device', build: (d) => qcow2Backed(top(d), zeroDevice(join(d.out, 'zero')), 'raw'), ops: ['grow', 'info', 'external'], codes: [4] },
+  { name: 'backing: FIFO outside the folder', build: (d) => qcow2Backed(top(d), fifo(join(d.out, 'fifo')), 'qcow2'), ops: ['info', 'plain'], codes: [4] },
+  {
+    name: 'backing: FIFO inside the folder',
+    build: (d) => {
+      fifo(join(d.vm, 'base.qcow2'));
+      return qcow2Backed(top(d), 'base.qcow2');
+    },
+    ops: ['grow', 'external -n'],
+    codes: [4],
+  },
+  { name: 'backing: a socket', build: (d) => qcow2Backed(top(d), socketFile(join(d.out, 'sock')), 'qcow2'), ops: ['grow'], codes: [4] },
+  {
+    name: 'backing: symlink in the folder leading out',
+    build: (d) => {
+      symlinkSync(join(d.out, 'victim.qcow2'), join(d.vm, 'base.qcow2'));
+      return qcow2Backed(top(d), 'base.qcow2');
+    },
+    ops: ['external', 'grow', 'info'],
+    codes: [8, 4],
+  },
+  {
+    name: 'backing: a loop of two files',
+    build: (d) => {
+      qcow2Backed(join(d.vm, 'a.qcow2'), 'top.qcow2');
+      return qcow2Backed(top(d), 'a.qcow2');
+    },
+    ops: ['external', 'info', 'grow -n'],
+    codes: [4],
+  },
+  { name: 'backing: itself', build: (d) => qcow2Backed(top(d), 'top.qcow2'), ops: ['grow'], codes: [4] },
+  { name: 'backing: a directory', build: (d) => qcow2Backed(top(d), d.out), ops: ['info', 'external'], codes: [4] },
+  // leftover notes of merge --external: ignored with one warning, nothing removed
+  {
+    name: 'note: an old-style note naming a file outside',
+    build: (d) => {
+      const file = plainQcow2(d);
+      writeFileSync(join(d.vm, NOTE), JSON.stringify({ intermediates: [join(d.out, 'victim.qcow2')] }));
+      return file;
+    },
+    ops: ['external', 'external -n'],
+    codes: [0],
+  },
+  {
+    name: 'note: our format, right identity, naming ../ outside',
+    build: (d) => {
+      const file = plainQcow2(d);
+      writeFileSync(join(d.vm, NOTE), ours(file, ['../out/victim.qcow2']));
+      return file;
+    },
+    ops: ['external'],
+    codes: [0],
+  },
+  {
+    name: 'note: our format, right identity, naming an in-folder symlink that leads out',
+    build: (d) => {
+      const file = plainQcow2(d);
+      symlinkSync(join(d.out, 'victim.qcow2'), join(d.vm, 'mid.qcow2'));
+      writeFileSync(join(d.vm, NOTE), ours(file, ['mid.qcow2']));
+      return file;
+    },
+    ops: ['external'],
+    codes: [0],
+  },
+  {
+    name: 'note: the note is a FIFO',
+    build: (d) => {
+      fifo(join(d.vm, NOTE));
+      return plainQcow2(d);
+    },
+    ops: ['external'],
+    codes: [0],
+  },
+  // ploop descriptors and deltas
+  { name: 'ploop: delta named ../ out of the folder', build: (d) => ploop(d, ['../out/victim.hds']), ops: ['grow', 'info', 'compact --info', 'plain', 'shrink -n'], codes: [4] },
+  { name: 'ploop: delta named by an absolute path', build: (d) => ploop(d, [join(d.out, 'victim.hds')]), ops: ['grow', 'compact'], codes: [4] },
+  {
+    name: 'ploop: delta is a symlink leading out',
+    build: (d) => {
+      mkdirSync(d.vm, { recursive: true });
+      symlinkSync(join(d.out, 'victim.hds'), join(d.vm, 'root.hds'));
+      return ploop(d);
+    },
+    ops: ['grow', 'compact', 'info'],
+    codes: [4],
+  },
+  {
+    name: 'ploop: lower delta is a FIFO',
+    build: (d) => {
+      mkdirSync(d.vm, { recursive: true });
+      ploopDelta(join(d.vm, 'root.hds.top'));
+      fifo(join(d.vm, 'root.hds'));
+      return ploop(d, ['root.hds.top', 'root.hds']);
+    },
+    ops: ['merge -n', 'info'],
+    codes: [4],
+  },
+  {
+    name: 'ploop: top delta is a FIFO',
+    build: (d) => {
+      mkdirSync(d.vm, { recursive: true });
+      fifo(join(d.vm, 'root.hds'));
+      return ploop(d);
+    },
+    ops: ['grow', 'compact --info'],
+    codes: [4],
+  },
+  {
+    name: 'ploop: delta is a device node',
+    build: (d) => {
+      mkdirSync(d.vm, { recursive: true });
+      zeroDevice(join(d.vm, 'root.hds'));
+      return ploop(d);
+    },
+    ops: ['grow', 'info'],
+    codes: [4],
+  },
+  {
+    name: 'ploop: descriptor with an external entity',
+    build: (d) =>
+      withDeltas(d, ['root.hds'], (xml) =>
+        xml
+          .replace('<Parallels_disk_image', `<!DOCTYPE p [<!ENTITY leak SYSTEM "file://${join(d.out, 'secret')}">]>\n<Parallels_disk_image`)
+          .replace(/<UID>[^<]*<\/UID>/, '<UID>&leak;</UID>')),
+    ops: ['info', 'grow', 'merge'],
+    codes: [4],
+  },
+  {
+    name: 'ploop: Temporary top delta',
+    build: (d) => withDeltas(d, ['root.hds.top', 'root.hds'], (xml) => xml.replace(`<ParentGUID>${BASE_GUID}</ParentGUID>`, `<ParentGUID>${BASE_GUID}</ParentGUID>\n      <Temporary/>`)),
+    ops: ['grow', 'merge', 'compact -n'],
+    codes: [7, 8],
+  },
+  { name: 'ploop: Type Plain', build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace('<Type>Compressed</Type>', '<Type>Plain</Type>')), ops: ['grow', 'info', 'expanding'], codes: [7] },
+  // links
+  {
+    name: 'links: DiskDescriptor.xml.lck is a dangling symlink leading out',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds']);
+      symlinkSync(join(d.out, 'created.lck'), join(d.vm, 'DiskDescriptor.xml.lck'));
+      return hdd;
+    },
+    ops: ['grow', 'info', 'compact -n'],
+    codes: [3, 4],
+  },
+  {
+    name: 'links: DiskDescriptor.xml is a symlink to a file outside',
+    build: (d) => {
+      withDeltas(d, ['root.hds']);
+      writeFileSync(join(d.out, 'DiskDescriptor.xml'), readFileSync(join(d.vm, 'DiskDescriptor.xml')));
+      rmSync(join(d.vm, 'DiskDescriptor.xml'));
+      symlinkSync(join(d.out, 'DiskDescriptor.xml'), join(d.vm, 'DiskDescriptor.xml'));
+      return d.vm;
+    },
+    ops: ['grow', 'plain'],
+    codes: [3, 4],
+  },
+  {
+    name: 'links: ploop delta hard-linked from outside',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds']);
+      linkSync(join(d.vm, 'root.hds'), join(d.out, 'root-link.hds'));
+      return hdd;
+    },
+    ops: ['grow', 'compact', 'plain'],
+    codes: [8, 4],
+  },
+  {
+    name: 'links: qcow2 hard-linked from outside',
+    build: (d) => {
+      const file = plainQcow2(d);
+      linkSync(file, join(d.out, 'disk-link.qcow2'));
+      return file;
+    },
+    ops: ['grow', 'compact'],
+    codes: [8, 4],
+  },
+  // encodings: a success, and the descriptor keeps what it does not own
+  {
+    name: 'encoding: ISO-8859-1 descriptor with non-ASCII text',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds.top', 'root.hds'], (xml) =>
+        xml.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace('</Disk_Parameters>', `  <Comment>${COMMENT}</Comment>\n  </Disk_Parameters>`));
+      writeFileSync(join(d.vm, 'DiskDescriptor.xml'), Buffer.from(readFileSync(join(d.vm, 'DiskDescriptor.xml'), 'utf8'), 'latin1'));
+      return hdd;
+    },
+    ops: ['merge'],
+    codes: [0],
+    verify: (d) => {
+      const bytes = readFileSync(join(d.vm, 'DiskDescriptor.xml'));
+      const declared = /encoding="([^"]+)"/.exec(bytes.toString('latin1'))?.[1]?.toUpperCase() ?? 'UTF-8';
+      const text = bytes.toString(declared === 'UTF-8' ? 'utf8' : 'latin1');
+      return text.includes(`<Comment>${COMMENT}</Comment>`) ? [] : [`the descriptor (declared ${declared}) lost the comment: ${JSON.stringify(/<Comment>.*<\/Comment>/.exec(text)?.[0])}`];
+    },
+  },
+];
+
+let root: string;
+let active = 0;
+const waiting: (() => void)[] = [];
+async function slot<T>(work: () => Promise<T>): Promise<T> {
+  if (active >= POOL) await new Promise<void>((r) => waiting.push(r));
+  active++;
+  try {
+    return await work();
+  } finally {
+    active--;
+    waiting.shift()?.();
+  }
+}
+
+beforeAll(() => {
+  requireStrace();
+  root = mkdtempSync(join(tmpdir(), 'prl-hostile-'));
+});
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** Everything a run may have done wrong, one line each. */
+function judge(report: TraceReport, expected: number[], stderrLines: number, changes: string[]): string[] {
+  const problems: string[] = [];
+  if (report.timedOut) problems.push(`hung: killed after ${TIMEOUT_MS / 1000} s`);
+  if (report.appliance) problems.push('started the libguestfs appliance instead of refusing first (killed)');
+  if (!report.timedOut && !report.appliance && !expected.includes(report.code ?? -1)) problems.push(`exit ${report.code}, expected ${expected.join(' or ')}`);
+  const lines = report.stderr.split('\n').filter((line) => line.trim() !== '');
+  if (lines.length !== stderrLines) problems.push(`stderr has ${lines.length} lines, expected ${stderrLines === 1 ? 'one sentence' : 'none'}`);
+  if (/Internal error|^\s+at /m.test(report.stderr)) problems.push('stderr holds an internal error or a stack trace');
+  problems.push(...changes, ...report.outside.map((p) => `opened outside the folder: ${p}`), ...report.connects.map((c) => `connected: ${c}`));
+  return problems;
+}
+
+describe.concurrent('hostile images: refused (or, where the rule says so, ignored) without touching anything', () => {
+  let counter = 0;
+  for (const c of CASES) {
+    for (const op of c.ops) {
+      it(`${c.name} — ${op}`, () =>
+        slot(async () => {
+          const dir = join(root, `case${++counter}`);
+          const d: Dirs = { vm: join(dir, 'vm'), out: join(dir, 'out') };
+          mkdirSync(d.vm, { recursive: true });
+          mkdirSync(d.out, { recursive: true });
+          sentinel(d.out);
+          const hdd = c.build(d);
+          const before = { vm: fingerprint(d.vm), out: fingerprint(d.out) };
+          const args = OPS[op];
+          const report = await traceCli([args[0], '--hdd', hdd, ...args.slice(1)], { folder: d.vm, timeoutMs: TIMEOUT_MS, forbidAppliance: true, logFile: join(dir, 'strace.log') });
+          const lockAdded = (line: string): boolean => line === 'added DiskDescriptor.xml.lck' && statSync(join(d.vm, 'DiskDescriptor.xml.lck'), { throwIfNoEntry: false })?.isFile() === true;
+          const changes = [
+            ...(c.verify ? c.verify(d) : fingerprintDiff(before.vm, fingerprint(d.vm)).filter((line) => !lockAdded(line)).map((line) => `case folder: ${line}`)),
+            ...fingerprintDiff(before.out, fingerprint(d.out)).map((line) => `sentinel folder: ${line}`),
+          ];
+          const problems = judge(report, c.codes, c.verify ? 0 : 1, changes);
+          expect(problems, `${c.name} — ${op} (exit ${report.code}): ${report.stderr.trim().slice(0, 300)}`).toEqual([]);
+        }), TIMEOUT_MS + 30_000);
+    }
+  }
+});
