@@ -6,8 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fingerprint, fingerprintDiff } from './harness.js';
+import { basename, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { fingerprint, fingerprintDiff, runCli } from './harness.js';
+import { buildImage } from '../factory/index.js';
 import { requireStrace, traceCli, type TraceReport } from '../helpers/confinement.js';
 import {
   fifo, getField, patterned, ploopDelta, ploopFolder, qcow2, qcow2Backed, QCOW2, setBacking, setField, sh, socketFile, zeroDevice,
@@ -370,6 +372,65 @@ function judge(report: TraceReport, expected: number[], stderrLines: number, cha
 
 describe.concurrent('hostile images: refused (or, where the rule says so, ignored) without touching anything', () => {
   let counter = 0;
+  it('F3: a qcow2 whose backing is a loop device, format extension removed: resize --resize_partition refuses, the image holds no byte of the device', () =>
+    slot(async () => {
+      const dir = join(root, 'f3');
+      const d: Dirs = { vm: join(dir, 'vm'), out: join(dir, 'out') };
+      mkdirSync(d.vm, { recursive: true });
+      mkdirSync(d.out, { recursive: true });
+      // The host disk: 8 MiB of a pattern no qcow2 metadata holds, with a marker every MiB.
+      const marker = Buffer.from('HOST-DISK-SECRET-0123456789abcdef');
+      const disk = Buffer.alloc(8 * 1024 * 1024, 0xa5);
+      for (let at = 0; at < disk.length; at += 1024 * 1024) marker.copy(disk, at);
+      writeFileSync(join(d.out, 'host-disk.img'), disk);
+      const loop = sh('losetup', '--find', '--show', '--read-only', join(d.out, 'host-disk.img')).trim();
+      try {
+        const file = qcow2(join(d.vm, 'disk.qcow2'), '8M');
+        setBacking(file, loop, null);
+        const before = { vm: fingerprint(d.vm), out: fingerprint(d.out) };
+        const report = await traceCli(['resize', '--hdd', file, '--size', '64M', '--resize_partition'], { folder: d.vm, timeoutMs: TIMEOUT_MS, forbidAppliance: true, logFile: join(dir, 'strace.log') });
+        const bytes = readFileSync(file);
+        const problems = judge(report, [8, 4], 1, [
+          ...fingerprintDiff(before.vm, fingerprint(d.vm)).map((line) => `case folder: ${line}`),
+          ...fingerprintDiff(before.out, fingerprint(d.out)).map((line) => `sentinel folder: ${line}`),
+          ...(bytes.includes(marker) || bytes.includes(Buffer.alloc(4096, 0xa5)) ? ['the image holds bytes of the host device'] : []),
+        ]);
+        expect(problems, `exit ${report.code}: ${report.stderr.trim().slice(0, 300)}`).toEqual([]);
+      } finally {
+        sh('losetup', '-d', loop);
+      }
+    }), TIMEOUT_MS + 30_000);
+
+  it('linked clones: a clone of a template in a sibling folder resizes, compacts and merges --external; the template and another clone are untouched', async () => {
+    const dir = join(root, 'linked');
+    // A small template (GPT, ext4): the two appliance starts (resize, compact) are the cost, not its size.
+    const template = (await buildImage({ format: 'qcow2', table: 'gpt', content: 'ext4', dir: join(dir, 'template'), name: 'tpl', sizeMiB: 64, filesMiB: 4, deletedMiB: 4, seed: 13 })).dataFile;
+    const clone = (name: string): string => {
+      mkdirSync(join(dir, name), { recursive: true });
+      sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', `../template/${basename(template)}`, join(dir, name, 'disk.qcow2'));
+      return join(dir, name, 'disk.qcow2');
+    };
+    const [one, two] = [clone('vm1'), clone('vm2')];
+    const reference = join(dir, 'vm2-before.qcow2');
+    sh('qemu-img', 'convert', '-f', 'qcow2', '-O', 'qcow2', two, reference);
+    const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+    const templateBefore = { sha: sha(template), ino: statSync(template).ino };
+    const steps: string[] = [];
+    for (const args of [['resize', '--size', '96M'], ['compact'], ['merge', '--external']]) {
+      const started = Date.now();
+      const result = await runCli([args[0]!, '--hdd', one, ...args.slice(1)]);
+      console.log(`linked clone: ${args.join(' ')}: exit ${result.code} in ${Date.now() - started} ms`);
+      if (result.code !== 0) steps.push(`${args.join(' ')}: exit ${result.code}: ${result.stderr.trim()}`);
+    }
+    expect(steps).toEqual([]);
+    expect(sha(template), 'the template file changed').toBe(templateBefore.sha);
+    expect(statSync(template).ino, 'the template was moved or replaced').toBe(templateBefore.ino);
+    expect(sh('qemu-img', 'compare', '-f', 'qcow2', '-F', 'qcow2', reference, two).trim()).toBe('Images are identical.');
+    const merged = JSON.parse(sh('qemu-img', 'info', '--output=json', '-f', 'qcow2', one)) as Record<string, unknown>;
+    expect(merged['backing-filename'], 'the merged clone still has a backing file').toBeUndefined();
+    expect(merged['virtual-size']).toBe(96 * 1024 * 1024);
+    sh('qemu-img', 'check', '-q', '-f', 'qcow2', one);
+  }, 10 * 60_000);
   for (const c of CASES) {
     for (const op of c.ops) {
       it(`${c.name} — ${op}`, () =>
