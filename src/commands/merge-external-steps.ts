@@ -3,7 +3,8 @@ import { dirname } from 'node:path';
 import type { Context } from './context.js';
 import { inUseByOther, isLockFailure } from './merge-chain.js';
 import { copyOwnership } from './merge-host.js';
-import { parseProgress, qemuImg, repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { commitChainInto, pullUpChain, resizeQcow2 } from '../formats/qcow2/changes.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../util/atomic.js';
 import { writeLeftoversNote } from './merge-leftovers.js';
 import { formatBytes } from '../util/units.js';
@@ -42,12 +43,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       context.progress.step('Committing the overlays into the base');
       // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
       try {
-        await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', step.baseName, step.top], {
-          onStdoutLine: (line) => {
-            const fraction = parseProgress(line);
-            if (fraction !== undefined) context.progress.update(fraction);
-          },
-        });
+        await commitChainInto(step.top, step.baseName, (fraction) => context.progress.update(fraction));
       } catch (error) {
         // qemu-img takes the base's write lock when it opens it, before writing anything.
         if (isLockFailure(error)) throw inUseByOther(step.base);
@@ -60,19 +56,12 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       return;
     case 'pull-up':
       context.progress.step('Copying the data of the lower layers into the image');
-      // rebase -b "" copies every cluster the top reads from below, then clears the backing name as its last write:
-      // killed before that, the top still has its chain and shows the same content; the lower files are only read.
-      await qemuImg(['rebase', '-f', 'qcow2', '-F', 'qcow2', '-t', 'writeback', '-p', '-b', '', step.top], {
-        onStdoutLine: (line) => {
-          const fraction = parseProgress(line);
-          if (fraction !== undefined) context.progress.update(fraction);
-        },
-      });
+      await pullUpChain(step.top, (fraction) => context.progress.update(fraction));
       fsyncPath(step.top);
       context.progress.done();
       return;
     case 'shrink-base':
-      await qemuImg(['resize', '-f', 'qcow2', '--shrink', step.base, String(step.sizeBytes)], { timeoutMs: 60 * 60_000, untorn: true });
+      await resizeQcow2(step.base, step.sizeBytes, { shrink: true, preallocate: false });
       fsyncPath(step.base);
       return;
     case 'replace-top':

@@ -44,6 +44,15 @@ export async function commitChainInto(top: string, baseName: string, onFraction:
   await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', baseName, top], progressLines(onFraction));
 }
 
+/**
+ * Makes `top` standalone in place: copies every cluster it reads from its backing chain into it, then clears its
+ * backing name (the last header write). The lower layers are only read; killed before the end, `top` still has
+ * its chain and shows the same content.
+ */
+export async function pullUpChain(top: string, onFraction: OnFraction): Promise<void> {
+  await qemuImg(['rebase', '-f', 'qcow2', '-F', 'qcow2', '-t', 'writeback', '-p', '-b', '', top], progressLines(onFraction));
+}
+
 /** Copies a standalone qcow2 image into a new qcow2 file with the given creation options. */
 export async function convertQcow2(source: string, target: string, createOptions: string, onFraction: OnFraction): Promise<void> {
   // The default cache mode (unsafe) is fine for a new file: the caller fsyncs and checks it before using it.
