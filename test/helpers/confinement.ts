@@ -18,6 +18,7 @@ const REPO = resolve(dirname(cliPath()), '..', '..', '..');
  * - the dynamic loader, shared libraries and the programs themselves: /usr, /lib, /lib64, /bin, /sbin, /etc/ld.so.*;
  * - the tool's own code and dependencies: the repository's dist/ and node_modules/, the package.json files node reads
  *   walking up from them (module type resolution), and node's ICU/OpenSSL data in /usr;
+ * - the in-use checks' listing of /proc and /proc/PID/fd (directories only);
  * - what glibc, node and qemu read about the host: /etc/{localtime,nsswitch.conf,passwd,group,host.conf,resolv.conf,
  *   gai.conf,ssl/ (node's CA bundle)}, /proc/self and /proc/<pid> of the run itself, /proc/meminfo, /proc/stat, /proc/cpuinfo,
  *   /proc/sys/..., /sys/devices/system/{cpu,node} (qemu's NUMA probe), /sys/fs/cgroup (node sizes its heap and pool), /sys/block (the
@@ -44,6 +45,8 @@ function allowed(path: string, folder: string, pids: ReadonlySet<string>, extra:
   if (path.startsWith(`${REPO}/dist/`) || path.startsWith(`${REPO}/node_modules/`)) return true;
   // node walks up from the entry point looking for package.json (ESM "type" lookups).
   if (/\/package\.json$/.test(path) && REPO.startsWith(dirname(path))) return true;
+  // The in-use checks list every process's descriptors (readlink of /proc/PID/fd/*, opening none of their targets).
+  if (path === '/proc' || /^\/proc\/\d+\/fd$/.test(path)) return true;
   const proc = /^\/proc\/(\d+)(\/|$)/.exec(path);
   if (proc !== null) return pids.has(proc[1]!);
   return SYSTEM.some((rule) => rule.test(path));

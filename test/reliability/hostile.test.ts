@@ -6,10 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
-import { createHash } from 'node:crypto';
-import { fingerprint, fingerprintDiff, runCli } from './harness.js';
-import { buildImage } from '../factory/index.js';
+import { join } from 'node:path';
+import { fingerprint, fingerprintDiff } from './harness.js';
 import { requireStrace, traceCli, type TraceReport } from '../helpers/confinement.js';
 import {
   fifo, getField, patterned, ploopDelta, ploopFolder, qcow2, qcow2Backed, QCOW2, setBacking, setField, sh, socketFile, zeroDevice,
@@ -17,8 +15,10 @@ import {
 import { BASE_GUID } from '../helpers/ploop.js';
 
 /** A refusal takes a few seconds even on a loaded machine; a FIFO open that blocks never ends. */
-const TIMEOUT_MS = 25_000;
+const TIMEOUT_MS = 45_000;
 const POOL = 3;
+/** vitest's own timeout also counts the wait for a slot of the pool; the hard limit per run is TIMEOUT_MS. */
+const QUEUED_MS = 15 * 60_000;
 
 const OPS = {
   info: ['resize', '--info'],
@@ -283,7 +283,7 @@ const CASES: Case[] = [
       return hdd;
     },
     ops: ['grow', 'info', 'compact -n'],
-    codes: [3, 4],
+    codes: [8, 3, 4],
   },
   {
     name: 'links: DiskDescriptor.xml is a symlink to a file outside',
@@ -295,7 +295,7 @@ const CASES: Case[] = [
       return d.vm;
     },
     ops: ['grow', 'plain'],
-    codes: [3, 4],
+    codes: [7, 3, 4],
   },
   {
     name: 'links: ploop delta hard-linked from outside',
@@ -390,7 +390,7 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
         const before = { vm: fingerprint(d.vm), out: fingerprint(d.out) };
         const report = await traceCli(['resize', '--hdd', file, '--size', '64M', '--resize_partition'], { folder: d.vm, timeoutMs: TIMEOUT_MS, forbidAppliance: true, logFile: join(dir, 'strace.log') });
         const bytes = readFileSync(file);
-        const problems = judge(report, [8, 4], 1, [
+        const problems = judge(report, [7, 8, 4], 1, [
           ...fingerprintDiff(before.vm, fingerprint(d.vm)).map((line) => `case folder: ${line}`),
           ...fingerprintDiff(before.out, fingerprint(d.out)).map((line) => `sentinel folder: ${line}`),
           ...(bytes.includes(marker) || bytes.includes(Buffer.alloc(4096, 0xa5)) ? ['the image holds bytes of the host device'] : []),
@@ -399,38 +399,8 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
       } finally {
         sh('losetup', '-d', loop);
       }
-    }), TIMEOUT_MS + 30_000);
+    }), QUEUED_MS);
 
-  it('linked clones: a clone of a template in a sibling folder resizes, compacts and merges --external; the template and another clone are untouched', async () => {
-    const dir = join(root, 'linked');
-    // A small template (GPT, ext4): the two appliance starts (resize, compact) are the cost, not its size.
-    const template = (await buildImage({ format: 'qcow2', table: 'gpt', content: 'ext4', dir: join(dir, 'template'), name: 'tpl', sizeMiB: 64, filesMiB: 4, deletedMiB: 4, seed: 13 })).dataFile;
-    const clone = (name: string): string => {
-      mkdirSync(join(dir, name), { recursive: true });
-      sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', `../template/${basename(template)}`, join(dir, name, 'disk.qcow2'));
-      return join(dir, name, 'disk.qcow2');
-    };
-    const [one, two] = [clone('vm1'), clone('vm2')];
-    const reference = join(dir, 'vm2-before.qcow2');
-    sh('qemu-img', 'convert', '-f', 'qcow2', '-O', 'qcow2', two, reference);
-    const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
-    const templateBefore = { sha: sha(template), ino: statSync(template).ino };
-    const steps: string[] = [];
-    for (const args of [['resize', '--size', '96M'], ['compact'], ['merge', '--external']]) {
-      const started = Date.now();
-      const result = await runCli([args[0]!, '--hdd', one, ...args.slice(1)]);
-      console.log(`linked clone: ${args.join(' ')}: exit ${result.code} in ${Date.now() - started} ms`);
-      if (result.code !== 0) steps.push(`${args.join(' ')}: exit ${result.code}: ${result.stderr.trim()}`);
-    }
-    expect(steps).toEqual([]);
-    expect(sha(template), 'the template file changed').toBe(templateBefore.sha);
-    expect(statSync(template).ino, 'the template was moved or replaced').toBe(templateBefore.ino);
-    expect(sh('qemu-img', 'compare', '-f', 'qcow2', '-F', 'qcow2', reference, two).trim()).toBe('Images are identical.');
-    const merged = JSON.parse(sh('qemu-img', 'info', '--output=json', '-f', 'qcow2', one)) as Record<string, unknown>;
-    expect(merged['backing-filename'], 'the merged clone still has a backing file').toBeUndefined();
-    expect(merged['virtual-size']).toBe(96 * 1024 * 1024);
-    sh('qemu-img', 'check', '-q', '-f', 'qcow2', one);
-  }, 10 * 60_000);
   for (const c of CASES) {
     for (const op of c.ops) {
       it(`${c.name} — ${op}`, () =>
@@ -451,7 +421,7 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
           ];
           const problems = judge(report, c.codes, c.verify ? 0 : 1, changes);
           expect(problems, `${c.name} — ${op} (exit ${report.code}): ${report.stderr.trim().slice(0, 300)}`).toEqual([]);
-        }), TIMEOUT_MS + 30_000);
+        }), QUEUED_MS);
     }
   }
 });
