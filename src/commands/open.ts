@@ -115,7 +115,7 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
 
 async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<{ chain: ChainLayer[]; pendingRecovery: string[] }> {
   if (ref.format === 'qcow2') {
-    const chain = validateQcow2Chain(ref.path, { refuseCorrupt: mode === 'modify' });
+    const chain = validateQcow2Chain(ref.path);
     const top = chain[0]!;
     if (mode === 'modify' && top.links > 1) {
       throw new Refused(`"${hdd}" has ${top.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (cp --sparse=always) and try again. Nothing was changed.`);

@@ -1,6 +1,6 @@
 // Opening a file an image names, without letting it block, follow a link or be something other than a
 // regular file: a FIFO would hang a plain open(), a device would hand host bytes to the tool.
-import { closeSync, constants, fstatSync, openSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, type Stats } from 'node:fs';
 import { readFully } from './file-io.js';
 
 export type FileProblem = 'missing' | 'not-regular' | 'symlink' | 'permission' | 'other';
@@ -22,26 +22,31 @@ function describeKind(stats: Stats): string {
 }
 
 /**
- * Opens `path` read-only with O_NONBLOCK (a FIFO opens at once instead of waiting for a writer) and O_NOFOLLOW
- * (a symlink as the last component fails), then checks with fstat, on the opened file itself, that it is a
- * regular file. Returns the fd and its stats; the caller closes it.
+ * Opens `path` read-only, but only after lstat shows a regular file: a device, FIFO or socket is never opened at
+ * all (opening some devices has effects: a watchdog arms itself). The open itself uses O_NONBLOCK (a FIFO swapped
+ * in meanwhile opens at once instead of waiting for a writer) and O_NOFOLLOW (a symlink swapped in fails), and
+ * fstat then checks that the opened file is the one lstat saw. Returns the fd and its stats; the caller closes it.
  */
 export function openRegularFile(path: string): { fd: number; stats: Stats } {
+  let seen: Stats;
   let fd: number;
   try {
+    seen = lstatSync(path);
+    if (seen.isSymbolicLink()) throw new FileRefused('symlink', path, 'it is a symbolic link');
+    if (!seen.isFile()) throw new FileRefused('not-regular', path, `it is ${describeKind(seen)}`);
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
   } catch (error) {
+    if (error instanceof FileRefused) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') throw new FileRefused('missing', path, 'it does not exist');
     if (code === 'ELOOP') throw new FileRefused('symlink', path, 'it is a symbolic link');
     if (code === 'EACCES' || code === 'EPERM') throw new FileRefused('permission', path, 'permission denied');
-    if (code === 'ENXIO') throw new FileRefused('not-regular', path, 'it is a socket or a device without a driver');
     throw new FileRefused('other', path, (error as Error).message);
   }
   const stats = fstatSync(fd);
-  if (!stats.isFile()) {
+  if (!stats.isFile() || stats.dev !== seen.dev || stats.ino !== seen.ino) {
     closeSync(fd);
-    throw new FileRefused('not-regular', path, `it is ${describeKind(stats)}`);
+    throw new FileRefused('not-regular', path, 'it changed while it was being opened');
   }
   return { fd, stats };
 }

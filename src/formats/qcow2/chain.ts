@@ -21,11 +21,6 @@ export interface ChainLayer {
   header?: Qcow2Header;
 }
 
-export interface ChainPolicy {
-  /** Refuse an image marked corrupt (any change); queries may still read it. */
-  refuseCorrupt: boolean;
-}
-
 function invalid(path: string, finding: string): ImageInvalid {
   return new ImageInvalid(`The qcow2 image "${path}" is invalid`, [finding]);
 }
@@ -71,10 +66,10 @@ function followWithinFolder(overlay: string, name: string, path: string): string
   return real;
 }
 
-function readLayer(overlay: string, what: string, path: string): { head: Buffer; dev: number; ino: number; links: number } {
+function readLayer(overlay: string, what: string, path: string): { head: Buffer; dev: number; ino: number; links: number; sizeBytes: number } {
   try {
     const { stats, head } = readRegularFileHead(path, HEADER_READ_BYTES);
-    return { head, dev: stats.dev, ino: stats.ino, links: stats.nlink };
+    return { head, dev: stats.dev, ino: stats.ino, links: stats.nlink, sizeBytes: stats.size };
   } catch (error) {
     if (!(error instanceof FileRefused)) throw error;
     if (error.problem === 'missing') throw invalid(overlay, `its ${what} "${path}" does not exist`);
@@ -84,7 +79,7 @@ function readLayer(overlay: string, what: string, path: string): { head: Buffer;
 }
 
 /** Validates the chain from `topPath` (already resolved to a real path) down to its last layer. */
-export function validateQcow2Chain(topPath: string, policy: ChainPolicy): ChainLayer[] {
+export function validateQcow2Chain(topPath: string): ChainLayer[] {
   const folder = dirname(topPath);
   const layers: ChainLayer[] = [];
   const seen = new Set<string>();
@@ -94,7 +89,7 @@ export function validateQcow2Chain(topPath: string, policy: ChainPolicy): ChainL
   for (;;) {
     if (layers.length >= MAX_CHAIN_LAYERS) throw invalid(topPath, `its backing chain is longer than ${MAX_CHAIN_LAYERS} layers`);
     const what = layers.length === 0 ? 'image file' : 'backing file';
-    const { head, dev, ino, links } = readLayer(overlay, what, path);
+    const { head, dev, ino, links, sizeBytes } = readLayer(overlay, what, path);
     const identity = `${dev}:${ino}`;
     if (seen.has(identity)) throw invalid(topPath, `its backing chain loops back to "${path}"`);
     seen.add(identity);
@@ -107,11 +102,12 @@ export function validateQcow2Chain(topPath: string, policy: ChainPolicy): ChainL
       throw layers.length === 1 ? new ImageInvalid(`"${path}" is not a qcow2 image`) : invalid(overlay, `its backing file "${path}" is recorded as qcow2 but is not a qcow2 image`);
     }
     layer.header = header;
-    const findings = headerFindings(header);
+    const findings = headerFindings(header, sizeBytes);
     if (findings.length > 0) throw new ImageInvalid(`The qcow2 image "${path}" is invalid`, findings);
     const unsupported = unsupportedFeatures(header);
     if (unsupported.length > 0) throw new NotSupported(`The qcow2 image "${path}" is not supported: ${unsupported.join('; ')}. Nothing was changed.`);
-    if (policy.refuseCorrupt && isMarkedCorrupt(header)) {
+    // A corrupt mark means QEMU found the metadata inconsistent: even --info would report numbers from it.
+    if (isMarkedCorrupt(header)) {
       throw new ImageInvalid(`The qcow2 image "${path}" is marked corrupt; repair it with "qemu-img check -r all -f qcow2 ${path}" first`);
     }
     if (header.backingName === undefined) return layers;

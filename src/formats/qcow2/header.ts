@@ -33,6 +33,12 @@ export interface Qcow2Header {
   clusterBits: number;
   sizeBytes: bigint;
   cryptMethod: number;
+  l1Entries: number;
+  l1TableOffset: bigint;
+  refcountTableOffset: bigint;
+  refcountTableClusters: number;
+  snapshotCount: number;
+  snapshotsOffset: bigint;
   incompatibleFeatures: bigint;
   headerBytes: number;
   extensions: Qcow2Extension[];
@@ -75,6 +81,12 @@ export function decodeQcow2Header(buf: Buffer): Qcow2Header | undefined {
     clusterBits: buf.readUInt32BE(20),
     sizeBytes: buf.readBigUInt64BE(24),
     cryptMethod: buf.readUInt32BE(32),
+    l1Entries: buf.readUInt32BE(36),
+    l1TableOffset: buf.readBigUInt64BE(40),
+    refcountTableOffset: buf.readBigUInt64BE(48),
+    refcountTableClusters: buf.readUInt32BE(56),
+    snapshotCount: buf.readUInt32BE(60),
+    snapshotsOffset: buf.readBigUInt64BE(64),
     incompatibleFeatures: v3 ? buf.readBigUInt64BE(72) : 0n,
     headerBytes,
     extensions: [],
@@ -96,9 +108,26 @@ export function decodeQcow2Header(buf: Buffer): Qcow2Header | undefined {
   return header;
 }
 
+/** A table of `bytes` at `offset`: cluster-aligned and inside the file (qcow2.txt: tables start on a cluster). */
+function tableFinding(what: string, offset: bigint, bytes: bigint, clusterBytes: bigint, fileBytes: bigint): string | undefined {
+  if (offset === 0n || offset % clusterBytes !== 0n) return `its ${what} offset ${offset} is not a non-zero multiple of the cluster size`;
+  if (offset + bytes > fileBytes) return `its ${what} (${bytes} bytes at ${offset}) lies past the end of the ${fileBytes}-byte file`;
+  return undefined;
+}
+
 /** The rules a header must meet before anything opens the image; one sentence per violated rule. */
-export function headerFindings(header: Qcow2Header): string[] {
+export function headerFindings(header: Qcow2Header, fileBytes: number): string[] {
   const findings: string[] = [];
+  if (header.clusterBits >= 9 && header.clusterBits <= 21) {
+    const cluster = 1n << BigInt(header.clusterBits);
+    const file = BigInt(fileBytes);
+    const tables = [
+      header.l1Entries > 0 ? tableFinding('L1 table', header.l1TableOffset, BigInt(header.l1Entries) * 8n, cluster, file) : undefined,
+      tableFinding('refcount table', header.refcountTableOffset, BigInt(header.refcountTableClusters) * cluster, cluster, file),
+      header.snapshotCount > 0 ? tableFinding('snapshot table', header.snapshotsOffset, 8n, cluster, file) : undefined,
+    ];
+    for (const finding of tables) if (finding !== undefined) findings.push(finding);
+  }
   if (header.version !== 2 && header.version !== 3) findings.push(`its qcow2 version is ${header.version}, not 2 or 3`);
   if (header.clusterBits < 9 || header.clusterBits > 21) findings.push(`its cluster size (2^${header.clusterBits} bytes) is outside 512 bytes to 2 MiB`);
   if (header.version === 3 && (header.headerBytes < 104 || header.headerBytes % 8 !== 0)) findings.push(`its header length ${header.headerBytes} is invalid`);
