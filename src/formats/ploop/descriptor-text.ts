@@ -266,3 +266,24 @@ export function misplacedAfterRepeating(parent: Element): string[] {
   if (first < 0) return [];
   return children.slice(first).filter((c) => c.nodeName !== repeating).map((c) => c.nodeName);
 }
+
+/**
+ * ploop's reader takes every element after the first Image, Shot or Storage as another one of them and
+ * fails; an element ploop writes (say a Preallocated that an older version of this tool appended) is moved
+ * back to its place. Unknown elements stay where they are.
+ */
+export function placeKnownElements(document: Document): void {
+  const root = document.documentElement!;
+  const storageData = elementChildren(root).find((e) => e.nodeName === 'StorageData');
+  const storage = storageData && elementChildren(storageData).find((e) => e.nodeName === 'Storage');
+  const snapshots = elementChildren(root).find((e) => e.nodeName === 'Snapshots');
+  for (const parent of [storageData, storage, snapshots]) {
+    if (!parent) continue;
+    const known = PLOOP_ORDER[parent.nodeName] ?? [];
+    for (const name of misplacedAfterRepeating(parent).filter((n) => known.includes(n))) {
+      const element = elementChildren(parent).filter((e) => e.nodeName === name).at(-1)!;
+      removeElement(element);
+      insertOrdered(parent, element);
+    }
+  }
+}

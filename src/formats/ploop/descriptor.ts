@@ -15,8 +15,7 @@ import {
   encodeDescriptor,
   insertOrdered,
   mapSource,
-  misplacedAfterRepeating,
-  PLOOP_ORDER,
+  placeKnownElements,
   removeElement,
   serializeWithSource,
 } from './descriptor-text.js';
@@ -269,26 +268,6 @@ export function setPreallocated(descriptor: PloopDescriptor, preallocated: boole
   descriptor.preallocated = preallocated;
 }
 
-/**
- * ploop's reader takes every element after the first Image, Shot or Storage as another one of them and
- * fails; an element ploop writes (say a Preallocated that an older version of this tool appended) is moved
- * back to its place. Unknown elements stay where they are.
- */
-function placeKnownElements(descriptor: PloopDescriptor): void {
-  const root = descriptor.document.documentElement!;
-  const storageData = child(root, 'StorageData');
-  const parents = [storageData, storageData && child(storageData, 'Storage'), child(root, 'Snapshots')];
-  for (const parent of parents) {
-    if (!parent) continue;
-    const known = PLOOP_ORDER[parent.nodeName] ?? [];
-    for (const name of misplacedAfterRepeating(parent).filter((n) => known.includes(n))) {
-      const element = childElements(parent, name).at(-1)!;
-      removeElement(element);
-      insertOrdered(parent, element);
-    }
-  }
-}
-
 export function serializeDescriptor(descriptor: PloopDescriptor): string {
   return serializeWithSource(descriptor.document, descriptor.text.source);
 }
@@ -299,7 +278,7 @@ export function serializeDescriptor(descriptor: PloopDescriptor): string {
  */
 export function writeDescriptor(descriptor: PloopDescriptor): void {
   for (const stale of findStaleTemporaries(descriptor.path, 'write')) removeIfExists(stale);
-  placeKnownElements(descriptor);
+  placeKnownElements(descriptor.document);
   const { encoding, bom } = descriptor.text;
   writeFileAtomic(descriptor.path, encodeDescriptor(serializeDescriptor(descriptor), encoding, bom));
 }
