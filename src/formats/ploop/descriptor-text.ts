@@ -130,6 +130,7 @@ function tokenize(text: string): Token[] {
   return tokens;
 }
 
+const MAX_MAPPED_DEPTH = 32;
 const serializer = new XMLSerializer();
 function fingerprint(node: Node): string {
   return serializer.serializeToString(node);
@@ -147,7 +148,9 @@ export function mapSource(text: string, document: Document): SourceMap | undefin
     let index = tokens.findIndex((t) => t.kind === 'start' || t.kind === 'empty');
     if (index < 0) return undefined;
     const prefixEnd = tokens[index]!.start;
-    const visit = (node: Node): void => {
+    // A descriptor is five levels deep; a hostile one nested thousands deep is written back re-serialized.
+    const visit = (node: Node, depth: number): void => {
+      if (depth > MAX_MAPPED_DEPTH) throw new Error('nested too deep to map');
       const token = tokens[index++];
       if (token === undefined) throw new Error('ran out of tokens');
       if (node.nodeType === 1) {
@@ -156,7 +159,7 @@ export function mapSource(text: string, document: Document): SourceMap | undefin
         let endTagStart = token.end;
         let end = token.end;
         if (token.kind === 'start') {
-          for (let child = element.firstChild; child !== null; child = child.nextSibling) visit(child);
+          for (let child = element.firstChild; child !== null; child = child.nextSibling) visit(child, depth + 1);
           const close = tokens[index++];
           if (close === undefined || close.kind !== 'end' || close.name !== element.nodeName) throw new Error(`expected </${element.nodeName}>`);
           endTagStart = close.start;
@@ -169,7 +172,7 @@ export function mapSource(text: string, document: Document): SourceMap | undefin
         origins.set(node, { start: token.start, startTagEnd: token.end, endTagStart: token.end, end: token.end, fingerprint: fingerprint(node), tag: '' });
       }
     };
-    visit(root);
+    visit(root, 0);
     return { text, prefixEnd, suffixStart: origins.get(root)!.end, origins };
   } catch {
     return undefined;
