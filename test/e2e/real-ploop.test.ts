@@ -26,8 +26,15 @@ function chainOpts(chain: readonly string[]): string {
 async function write(folder: string, ...commands: string[]): Promise<void> {
   const top = readDescriptor(folder).chain;
   run('qemu-io', ['--image-opts', chainOpts(top), ...commands.flatMap((c) => ['-c', c])]);
-  // QEMU keeps ploop init's CIF_Empty while it writes data; ploop's own repair sets the header as ploop wants it.
-  await ploopOk(['check', '-f', top[0]!]);
+  await settle(top[0]!);
+}
+
+/**
+ * QEMU keeps ploop init's CIF_Empty while it writes data, and leaves the unwritten rest of a partly written cluster
+ * (ploop 1.x's check calls that "sparse" on ext4): ploop's own repair makes the delta what ploop wants before we start.
+ */
+async function settle(delta: string): Promise<void> {
+  await ploopOk(['check', '-f', '-S', delta]);
 }
 
 /** The virtual content of a folder's chain as a raw file. */
@@ -228,7 +235,7 @@ describe('compact and --info on a real ploop image with an ext4 filesystem (one 
     run('mkfs.ext4', ['-q', '-F', '-d', files, raw]);
     // Every cluster written, zeros included (no --target-is-zero): compact then has free clusters to drop.
     run('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'parallels', raw, readDescriptor(folder).chain[0]!]);
-    await ploopOk(['check', '-f', readDescriptor(folder).chain[0]!]);
+    await settle(readDescriptor(folder).chain[0]!);
     reference = raw;
     expect(await realPloopProblems(folder)).toEqual([]);
   });
