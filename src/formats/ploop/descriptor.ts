@@ -199,7 +199,7 @@ export function refuseUnsupported(descriptor: PloopDescriptor): void {
   const top = descriptor.chain[0]!;
   if (top.temporary) {
     throw new NotSupported(
-      `The top snapshot ${top.guid} of the ploop image "${descriptor.folder}" is marked <Temporary/>, which ploop itself refuses to open (a leftover of an interrupted backup); finish or delete that snapshot with ploop first.`,
+      `The top snapshot ${top.guid} of the ploop image "${descriptor.folder}" is marked <Temporary/>, which ploop itself refuses to open (ploop makes such snapshots for a backup and merges them away); merge or delete it with ploop first.`,
     );
   }
   if (descriptor.chain.some((link) => link.type === 'Plain')) {
