@@ -20,7 +20,12 @@ function run(cmd: string, args: string[]): string {
 
 /** qemu-io over the whole chain (backing options), so that a partial-cluster write keeps the lower deltas' bytes. */
 function chainOpts(chain: readonly string[]): string {
-  return chain.map((file, depth) => `${'backing.'.repeat(depth)}driver=parallels,${'backing.'.repeat(depth)}file.filename=${file}`).join(',');
+  return chain
+    .map((file, depth) => {
+      const at = 'backing.'.repeat(depth);
+      return `${at}driver=parallels,${at}file.driver=file,${at}file.filename=${file.replace(/,/g, ',,')}`;
+    })
+    .join(',');
 }
 
 async function write(folder: string, ...commands: string[]): Promise<void> {
