@@ -3,6 +3,7 @@
 // Edits the parsed tree in place; unknown nodes are kept.
 import type { Element } from '@xmldom/xmldom';
 import type { PloopDescriptor } from '../formats/ploop/descriptor.js';
+import { removeElement } from '../formats/ploop/descriptor-text.js';
 import { NotSupported } from '../util/errors.js';
 
 function children(parent: Element, name: string): Element[] {
@@ -46,12 +47,12 @@ export function setSingleImage(descriptor: PloopDescriptor): void {
   const topGuidText = (children(topImage, 'GUID')[0]!.textContent ?? '').trim();
   for (const image of children(storage, 'Image')) {
     if (guidOf(image) === base.guid) setGuid(image, topGuidText);
-    else storage.removeChild(image);
+    else removeElement(image);
   }
   const snapshots = children(root, 'Snapshots')[0]!;
   for (const shot of children(snapshots, 'Shot')) {
     if (guidOf(shot) === base.guid) setGuid(shot, topGuidText);
-    else snapshots.removeChild(shot);
+    else removeElement(shot);
   }
   descriptor.chain = [{ ...base, guid: top.guid }];
 }

@@ -6,7 +6,7 @@ import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './request.js';
 import type { OpenedImage } from './open.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
-import { clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from '../formats/ploop/delta.js';
+import { clearInUse, clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from '../formats/ploop/delta.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { encodeEntry, offsetToEntry, slotOffset } from '../formats/ploop/bat.js';
 import { extensionActive } from '../formats/ploop/check.js';
@@ -141,6 +141,8 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     try {
       context.progress.step('Folding the snapshot deltas into the base');
       await foldDown(image, writableBase, context, Math.max(1, facts.overlayClusters));
+      // The base now holds data: its header closes as ploop's check wants it (in-use 0, CIF_Empty up to date).
+      clearInUse(writableBase);
       context.progress.done();
     } finally {
       closeDelta(writableBase);

@@ -8,6 +8,7 @@ import { checkFs, type FsKind, fsSizeBytes, isFs, mountOptions, readSwap } from 
 import { attachLoop, type LoopRange, mountDevice } from './host.js';
 import { checkVg, readLayout } from './lvm.js';
 import { deltaClusterSectors, readDescriptor } from './ploop.js';
+import { assertRealPloopAccepts } from '../helpers/real-ploop.js';
 import { type Scope, scoped, tempDir, tool } from './run.js';
 import { isExtended, lastPartition, partitionNumber, readPartitionTable, SECTOR } from './table.js';
 import type { BuiltImage, ImageCheck, ImageFormat, PloopFacts, VerifyOptions, VerifyReport, VerifyTarget } from './types.js';
@@ -103,6 +104,8 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
     let ploop: PloopFacts | undefined;
     if (descriptor !== undefined) {
       problems.push(...descriptor.problems);
+      // Real ploop must read what we leave: every delta checked, the descriptor listed (issue 15).
+      await collect(problems, () => assertRealPloopAccepts(statSync(image.hdd).isDirectory() ? image.hdd : dirname(image.hdd)));
       for (const lower of descriptor.chain.slice(1)) await checkImageFile(lower, image.format, problems);
       ploop = {
         diskSizeSectors: descriptor.diskSizeSectors,

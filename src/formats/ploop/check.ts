@@ -97,12 +97,15 @@ export function validateDelta(header: PloopHeader, bat: Uint32Array, fileSizeByt
 
   const tableEnd = HEADER_BYTES + 4 * header.batEntries;
   const dataStart = dataOffsetBytes(header);
-  if (header.dataOffsetSectors === 0 && version === 2) {
-    add('data-offset', 'the data offset is zero, which a "WithouFreSpacExt" delta does not allow');
+  // ploop_check: l1_slots = m_FirstBlockOffset / cluster; refused unless it divides exactly and is not 0,
+  // whatever the version (QEMU reads a v1 offset of 0 as "right after the BAT"; ploop does not).
+  if (header.dataOffsetSectors === 0 || header.dataOffsetSectors % header.clusterSectors !== 0) {
+    add(
+      'data-offset',
+      `the first data block offset is ${header.dataOffsetSectors} sectors, but ploop requires a non-zero offset that is a multiple of the cluster size (${header.clusterSectors} sectors), on "WithoutFreeSpace" (v1) deltas too`,
+    );
   } else if (dataStart < tableEnd) {
     add('data-offset', `the data area starts at byte ${dataStart}, inside the BAT that ends at byte ${tableEnd}`);
-  } else if (version === 2 && dataStart % cluster !== 0) {
-    add('data-offset', `the data offset of ${header.dataOffsetSectors} sectors is not a multiple of the cluster size`);
   }
   if (fileSizeBytes < Math.min(tableEnd, dataStart) || fileSizeBytes < tableEnd) {
     add('table-past-eof', `the file ends at byte ${fileSizeBytes}, before the end of its BAT at byte ${tableEnd}; it is truncated`);

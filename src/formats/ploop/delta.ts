@@ -7,8 +7,9 @@ import { debug } from '../../util/log.js';
 import { decodeBat, encodeEntry, entryToOffset, slotOffset, tableSlots } from './bat.js';
 import { type Finding, extensionActive, fatalFindings, validateDelta } from './check.js';
 import {
+  FLAG_EMPTY,
   HEADER_BYTES,
-  IN_USE_CLOSED_V21,
+  IN_USE_CLOSED_V20,
   IN_USE_OPEN,
   type PloopHeader,
   clusterBytes,
@@ -189,10 +190,28 @@ export function markInUse(delta: Delta): void {
   writeHeader(delta, header, 'in-use flag set');
 }
 
-/** Clears the in-use mark after the last change (ploop writes 0 or "v2.1"; we write "v2.1"). */
+/**
+ * The flags a clean close leaves: CIF_Empty set exactly when the file holds no cluster past the BAT area
+ * (no BAT entry, no tail), the rule of ploop 1.x's check (lib/check.c: alloc_head <= l1_slots), which
+ * rewrites a wrong value and so fails a read-only check; ploop init sets it, later ploop ignores it.
+ */
+export function closedFlags(delta: Pick<Delta, 'header' | 'bat' | 'fileSizeBytes'>): number {
+  const dataStart = dataOffsetBytes(delta.header);
+  const holdsData = usedEndBytes(delta) > dataStart || delta.fileSizeBytes > dataStart;
+  return holdsData ? delta.header.flags & ~FLAG_EMPTY : delta.header.flags | FLAG_EMPTY;
+}
+
+/**
+ * The one place a delta is closed after our changes: in-use 0, as ploop's own check writes it (ploop 1.x
+ * check calls any other value "Dirty flag is set", and copy_delta refuses it), CIF_Empty brought up to
+ * date, and the format-extension offset dropped as ploop's check drops it (in-use 0 makes an extension
+ * void, parallels.txt). Also settles a delta written without the in-use protocol (merge's base).
+ */
 export function clearInUse(delta: Delta): void {
-  if (delta.header.inUse !== IN_USE_OPEN) return;
-  writeHeader(delta, { ...delta.header, inUse: IN_USE_CLOSED_V21 }, 'in-use flag cleared');
+  const closed = { ...delta.header, inUse: IN_USE_CLOSED_V20, flags: closedFlags(delta), extOffsetSectors: 0 };
+  const current = delta.header;
+  if (closed.inUse === current.inUse && closed.flags === current.flags && closed.extOffsetSectors === current.extOffsetSectors) return;
+  writeHeader(delta, closed, 'in-use flag cleared');
 }
 
 function refuseNecessaryExtension(delta: Delta): void {

@@ -1,13 +1,24 @@
 // DiskDescriptor.xml: parse into a typed model, resolve the delta chain, edit the parsed tree in
-// place (unknown nodes kept, as QEMU's docs/interop/prl-xml.txt asks) and write it atomically.
-// Element names: prl-xml.txt and OpenVZ ploop lib/xml.c (Preallocated lives in Storage; an Image
-// of Type "Plain" is a raw file, "Compressed" an expanding delta).
+// place (unknown nodes kept, as QEMU's docs/interop/prl-xml.txt asks) and write it atomically, in its
+// own encoding, unchanged bytes kept (descriptor-text.ts). Element names: prl-xml.txt and OpenVZ ploop
+// lib/xml.c (Preallocated lives in Storage; an Image of Type "Plain" is a raw file, "Compressed" a delta).
 import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { DOMParser, XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
+import { DOMParser, type Document, type Element } from '@xmldom/xmldom';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
 import { findStaleTemporaries, removeIfExists, writeFileAtomic } from '../../util/atomic.js';
 import { isValidClusterSectors } from './check.js';
+import {
+  type DescriptorText,
+  type SourceMap,
+  decodeDescriptor,
+  encodeDescriptor,
+  insertOrdered,
+  mapSource,
+  placeKnownElements,
+  removeElement,
+  serializeWithSource,
+} from './descriptor-text.js';
 
 export const DESCRIPTOR_NAME = 'DiskDescriptor.xml';
 /** prl-xml.txt: the top snapshot's GUID when TopGUID is absent. */
@@ -26,6 +37,8 @@ export interface ChainLink {
   fileText: string;
   type: ImageType;
   parentGuid: string;
+  /** The Shot carries <Temporary/> (ploop's temporary snapshot). */
+  temporary: boolean;
 }
 
 export interface PloopDescriptor {
@@ -40,6 +53,8 @@ export interface PloopDescriptor {
   chain: ChainLink[];
   /** The parsed tree; edits go here so that unknown nodes survive. */
   document: Document;
+  /** The file's encoding and text, so that a write changes only the bytes of what was edited. */
+  text: Omit<DescriptorText, 'text'> & { source: SourceMap | undefined };
 }
 
 function invalid(path: string, finding: string): ImageInvalid {
@@ -84,7 +99,7 @@ function parseNumber(value: string | undefined, what: string, path: string): num
 }
 
 /** Parses the descriptor text; `path` is where it lives (image files resolve against its folder). */
-export function parseDescriptor(xml: string, path: string): PloopDescriptor {
+export function parseDescriptor(xml: string, path: string, encoding: Omit<DescriptorText, 'text'> = { encoding: 'utf8', bom: false }): PloopDescriptor {
   path = resolve(path);
   const folder = dirname(path);
   // Entities and DTDs are refused outright: no expansion bombs, no external fetches.
@@ -142,6 +157,7 @@ export function parseDescriptor(xml: string, path: string): PloopDescriptor {
   const snapshots = child(root, 'Snapshots');
   if (!snapshots) throw invalid(path, 'Snapshots is missing');
   const parents = new Map<string, string>();
+  const temporary = new Set<string>();
   for (const shot of childElements(snapshots, 'Shot')) {
     const guid = text(child(shot, 'GUID'));
     const parent = text(child(shot, 'ParentGUID'));
@@ -149,6 +165,7 @@ export function parseDescriptor(xml: string, path: string): PloopDescriptor {
     if (parent === undefined || !GUID_PATTERN.test(parent)) throw invalid(path, `Shot ${guid} has a missing or malformed ParentGUID`);
     if (parents.has(guid.toLowerCase())) throw invalid(path, `Shot ${guid} appears twice`);
     parents.set(guid.toLowerCase(), parent.toLowerCase());
+    if (child(shot, 'Temporary')) temporary.add(guid.toLowerCase());
   }
   let top = text(child(snapshots, 'TopGUID'))?.toLowerCase();
   if (top === undefined) {
@@ -165,13 +182,29 @@ export function parseDescriptor(xml: string, path: string): PloopDescriptor {
     if (!image) throw invalid(path, `the snapshot ${guid} has no Image in StorageData`);
     const parentGuid = parents.get(guid);
     if (parentGuid === undefined) throw invalid(path, `the image ${guid} has no Shot in Snapshots`);
-    chain.push({ guid, parentGuid, ...image });
+    chain.push({ guid, parentGuid, temporary: temporary.has(guid), ...image });
     guid = parentGuid;
   }
   for (const link of chain.slice(0, -1)) {
     if (link.type === 'Plain') throw invalid(path, `the overlay ${link.guid} has Type Plain; only a base image may be raw`);
   }
-  return { path, folder, diskSizeSectors, blockSizeSectors, preallocated, chain, document };
+  return { path, folder, diskSizeSectors, blockSizeSectors, preallocated, chain, document, text: { ...encoding, source: mapSource(xml, document) } };
+}
+
+/**
+ * What ploop itself refuses or this tool does not handle, as one sentence each (exit 7). Called by
+ * readDescriptor, so that it comes before any qemu-img probe of the image.
+ */
+export function refuseUnsupported(descriptor: PloopDescriptor): void {
+  const top = descriptor.chain[0]!;
+  if (top.temporary) {
+    throw new NotSupported(
+      `The top snapshot ${top.guid} of the ploop image "${descriptor.folder}" is marked <Temporary/>, which ploop itself refuses to open (ploop makes such snapshots for a backup and merges them away); merge or delete it with ploop first.`,
+    );
+  }
+  if (descriptor.chain.some((link) => link.type === 'Plain')) {
+    throw new NotSupported(`The ploop image "${descriptor.folder}" is a raw image (Type Plain), which this tool does not support.`);
+  }
 }
 
 /** Reads DiskDescriptor.xml from a folder (or a file inside it) and checks symlinks do not leave the folder. */
@@ -181,7 +214,9 @@ export function readDescriptor(folderOrFile: string): PloopDescriptor {
   else if (!path.endsWith(sep + DESCRIPTOR_NAME)) path = join(dirname(path), DESCRIPTOR_NAME);
   const size = statSync(path).size;
   if (size > MAX_DESCRIPTOR_BYTES) throw invalid(path, `it is ${size} bytes, far more than a descriptor needs`);
-  const descriptor = parseDescriptor(readFileSync(path, 'utf8'), path);
+  const decoded = decodeDescriptor(readFileSync(path), path);
+  const descriptor = parseDescriptor(decoded.text, path, { encoding: decoded.encoding, bom: decoded.bom });
+  refuseUnsupported(descriptor);
   const realFolder = realpathSync(descriptor.folder);
   for (const link of descriptor.chain) {
     let real: string;
@@ -199,12 +234,14 @@ export function readDescriptor(folderOrFile: string): PloopDescriptor {
   return descriptor;
 }
 
+/** Sets a child's text; a missing child is inserted where ploop writes it (descriptor-text.ts PLOOP_ORDER). */
 function setChildText(document: Document, parent: Element, name: string, value: string): void {
   let element = child(parent, name);
   if (!element) {
     element = document.createElement(name);
-    parent.appendChild(element);
+    insertOrdered(parent, element);
   }
+  if (element.firstChild?.nodeType === 3 && element.firstChild === element.lastChild && element.textContent === value) return;
   while (element.firstChild) element.removeChild(element.firstChild);
   element.appendChild(document.createTextNode(value));
 }
@@ -227,13 +264,12 @@ export function setPreallocated(descriptor: PloopDescriptor, preallocated: boole
   const storage = child(child(root, 'StorageData')!, 'Storage')!;
   const existing = child(storage, 'Preallocated');
   if (preallocated) setChildText(descriptor.document, storage, 'Preallocated', '1');
-  else if (existing) storage.removeChild(existing);
+  else if (existing) removeElement(existing);
   descriptor.preallocated = preallocated;
 }
 
 export function serializeDescriptor(descriptor: PloopDescriptor): string {
-  const body = new XMLSerializer().serializeToString(descriptor.document);
-  return body.startsWith('<?xml') ? body : `<?xml version="1.0" encoding="UTF-8"?>\n${body}`;
+  return serializeWithSource(descriptor.document, descriptor.text.source);
 }
 
 /**
@@ -242,5 +278,7 @@ export function serializeDescriptor(descriptor: PloopDescriptor): string {
  */
 export function writeDescriptor(descriptor: PloopDescriptor): void {
   for (const stale of findStaleTemporaries(descriptor.path, 'write')) removeIfExists(stale);
-  writeFileAtomic(descriptor.path, serializeDescriptor(descriptor).replace(/\n?$/, '\n'));
+  placeKnownElements(descriptor.document);
+  const { encoding, bom } = descriptor.text;
+  writeFileAtomic(descriptor.path, encodeDescriptor(serializeDescriptor(descriptor), encoding, bom));
 }

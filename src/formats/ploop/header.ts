@@ -8,10 +8,19 @@ export const SIGNATURE_V2 = 'WithouFreSpacExt';
 export const HEADER_VERSION = 2;
 /** m_DiskInUse while a writer has the delta open ("Ynot"). */
 export const IN_USE_OPEN = 0x746f6e59;
-/** m_DiskInUse after a clean close by software that knows the format extension ("v2.1"). */
+/**
+ * m_DiskInUse after a clean close by software that knows the format extension ("v2.1"). Accepted on
+ * read; never written: ploop 1.x check takes any non-zero value as "Dirty flag is set", and ploop's
+ * copy_delta (container migration) refuses it.
+ */
 export const IN_USE_CLOSED_V21 = 0x312e3276;
-/** m_DiskInUse after a clean close by older software (format extension must then be ignored). */
+/** m_DiskInUse after a clean close: what ploop's own check writes, and what we write. */
 export const IN_USE_CLOSED_V20 = 0;
+/**
+ * ploop's CIF_Empty ("no data was written"). ploop 1.x check (lib/check.c before 2020) requires it set
+ * exactly when the file holds no cluster past the BAT area, and rewrites it otherwise; later ploop
+ * ignores it. ploop init sets it; see closedFlags() in delta.ts for how we keep it.
+ */
 export const FLAG_EMPTY = 0x1;
 /** ploop's CIF_FmtVersionConvert: a v1 → v2 conversion was in progress. */
 export const FLAG_VERSION_CONVERT = 0x2;

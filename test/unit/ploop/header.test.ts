@@ -142,4 +142,14 @@ describe('one poke, one finding', () => {
     intoHeader[3] = 1; // sector 1: inside the BAT
     expect(fatalFindings(validateDelta(v1, intoHeader, withData.size)).map((f) => f.rule)).toEqual(['entry-below-data']);
   });
+
+  test('v1 with first-block offset 0 or off the cluster grid: ploop check\'s rule, named as such (not "entries not aligned")', () => {
+    const v1: PloopHeader = { ...withData.header, magic: SIGNATURE_V1 };
+    const bat = withData.bat.map((e) => e * v1.clusterSectors);
+    for (const dataOffsetSectors of [0, v1.clusterSectors + 8]) {
+      const findings = validateDelta({ ...v1, dataOffsetSectors }, bat, withData.size);
+      expect(findings[0]!.rule).toBe('data-offset');
+      expect(findings[0]!.message).toMatch(/ploop requires a non-zero offset that is a multiple of the cluster size .*v1\) deltas too/);
+    }
+  });
 });

@@ -1,0 +1,66 @@
+// Real ploop (Debian's `ploop` package, 1.15) as a test oracle for user-space work: check, snapshot-list,
+// init, snapshot, snapshot-merge, offline grow and convert. Two facts make it run on these machines:
+// - it reads past its argument by up to 4 KiB, so it gets an environment with one variable of at least
+//   4 KiB (PAD below);
+// - version-2 images need /sys/module/ploop/parameters/large_disk_support, which a private mount namespace
+//   provides: unshare -m --propagation private sh -c 'mount -t tmpfs x /sys/module && mkdir -p
+//   /sys/module/ploop/parameters && echo Y > /sys/module/ploop/parameters/large_disk_support &&
+//   exec ploop "$@"' sh ARGS
+// Independent of src/: the descriptor is read with the factory's own reader.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { readDescriptor } from '../factory/ploop.js';
+import { tool, type ToolResult } from '../factory/run.js';
+
+const PAD = 'x'.repeat(8192);
+const PATH = `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
+const IN_NAMESPACE =
+  'mount -t tmpfs x /sys/module && mkdir -p /sys/module/ploop/parameters && echo Y > /sys/module/ploop/parameters/large_disk_support && exec ploop "$@"';
+
+export function realPloopInstalled(): boolean {
+  return PATH.split(':').some((dir) => existsSync(join(dir, 'ploop')));
+}
+
+/** Runs `ploop ARGS` (absolute paths) in the private namespace; resolves whatever the exit code (callers judge it). */
+export async function ploop(args: readonly string[]): Promise<ToolResult> {
+  if (!realPloopInstalled()) throw new Error('real ploop is not installed (Debian package "ploop"); run scripts/setup.sh');
+  const anyCode = Array.from({ length: 256 }, (_, i) => i);
+  return tool('unshare', ['-m', '--propagation', 'private', 'sh', '-c', IN_NAMESPACE, 'sh', ...args], { ok: anyCode, env: { PATH, PLOOP_TEST_PAD: PAD } });
+}
+
+/** `ploop ARGS`, failing with its output unless it exits 0. */
+export async function ploopOk(args: readonly string[]): Promise<ToolResult> {
+  const result = await ploop(args);
+  if (result.exitCode !== 0) throw new Error(`ploop ${args.join(' ')} exited with ${result.exitCode}:\n${(result.stdout + result.stderr).trim()}`);
+  return result;
+}
+
+/** Problems real ploop finds with one delta: `ploop check -r -f -c` (read-only: forced, duplicate and hole scan). */
+export async function ploopCheckProblems(delta: string): Promise<string[]> {
+  const result = await ploop(['check', '-r', '-f', '-c', delta]);
+  if (result.exitCode === 0) return [];
+  return [`ploop check -r -f -c ${delta} exited with ${result.exitCode}: ${(result.stdout + result.stderr).trim().replace(/\n/g, ' | ')}`];
+}
+
+/** Problems real ploop finds with a folder: every delta checked, and `ploop snapshot-list` reads the descriptor and names the chain. */
+export async function realPloopProblems(folder: string): Promise<string[]> {
+  const problems: string[] = [];
+  const descriptor = join(folder, 'DiskDescriptor.xml');
+  const chain = readDescriptor(folder).chain;
+  for (const delta of chain) problems.push(...(await ploopCheckProblems(delta)));
+  const list = await ploop(['snapshot-list', descriptor]);
+  if (list.exitCode !== 0) {
+    problems.push(`ploop snapshot-list ${descriptor} exited with ${list.exitCode}: ${(list.stdout + list.stderr).trim().replace(/\n/g, ' | ')}`);
+  } else {
+    for (const file of chain) {
+      if (!list.stdout.includes(file.split('/').pop()!)) problems.push(`ploop snapshot-list ${descriptor} does not list ${file}:\n${list.stdout.trim()}`);
+    }
+  }
+  return problems;
+}
+
+/** Throws unless real ploop accepts every delta of the folder and its descriptor (the shared verifier calls this). */
+export async function assertRealPloopAccepts(folder: string): Promise<void> {
+  const problems = await realPloopProblems(folder);
+  if (problems.length > 0) throw new Error(`real ploop rejects ${folder}:\n- ${problems.join('\n- ')}`);
+}
