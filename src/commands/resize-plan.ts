@@ -2,7 +2,7 @@
 // complete list of steps with the target geometry — or a refusal that says what to do instead.
 import type { Plan } from '../plan/plan.js';
 import { Refused } from '../util/errors.js';
-import { MiB, SECTOR_BYTES, alignDown, formatBytes, formatSizeArgument } from '../util/units.js';
+import { MiB, SECTOR_BYTES, formatBytes, formatSizeArgument } from '../util/units.js';
 import type { SectorWrite } from '../partitions/gpt.js';
 import { lastUsableSector, tailSectors, targetEndSector } from '../partitions/layout.js';
 import { allocatedEndSector, tableWrites } from '../partitions/table.js';
@@ -178,7 +178,9 @@ export function planResize(facts: DiskFacts, targetBytes: number, options: Resiz
   const contentStep = (kind: 'shrink-content' | 'grow-content'): ResizeStep =>
     content!.fs.resizeNative
       ? { kind: 'resize-swap', offsetBytes: facts.containerStartBytes, toBytes: containerNew }
-      : { kind, noun: content!.fs.noun, type: content!.fs.type, device, toBytes: alignDown(containerNew, 4096) };
+      : // fitBytes: the size at which the content fills the new container as its format expects, so that the
+        // shrink lands exactly and no fit step is needed after the table moves (docs/resize.md, "Fill rule").
+        { kind, noun: content!.fs.noun, type: content!.fs.type, device, toBytes: content!.fs.fitBytes(containerNew, content!.probe) };
   if (targetBytes > size) steps.push({ kind: 'grow-image', fromBytes: size, toBytes: targetBytes, preallocate: facts.plain });
   if (shrinkContent || growContent || moveEnd) steps.push({ kind: 'begin-overlay' });
   if (shrinkContent) steps.push(contentStep('shrink-content'));

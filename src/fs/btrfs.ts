@@ -2,16 +2,18 @@
 // mounted in the appliance (btrfs has no offline resize).
 import { btrfsResize, mount, mountReadOnly, unmountAll, vfsMinimumSize } from '../guest/filesystems.js';
 import { MiB } from '../util/units.js';
-import type { Filesystem, FsProbe } from './types.js';
+import { type Filesystem, type FsProbe, wholeBlocks } from './types.js';
 
 const SB = 0x10000;
 const MAGIC = '_BHRfS_M';
 /** dev_item.total_bytes: the size this device gives the filesystem (dev_item at 0xc9, devid then total_bytes). */
 const DEV_TOTAL_BYTES = 0xc9 + 8;
+/** sectorsize: the unit the kernel rounds a resize down to. */
+const SECTORSIZE = 0x90;
 
 export function probeBtrfs(head: Buffer): FsProbe | undefined {
   if (head.length < SB + 4096 || head.toString('latin1', SB + 0x40, SB + 0x48) !== MAGIC) return undefined;
-  return { type: 'btrfs', sizeBytes: Number(head.readBigUInt64LE(SB + DEV_TOTAL_BYTES)) };
+  return { type: 'btrfs', sizeBytes: Number(head.readBigUInt64LE(SB + DEV_TOTAL_BYTES)), blockBytes: head.readUInt32LE(SB + SECTORSIZE) };
 }
 
 /** min-dev-size is where btrfs' own shrink stops being possible; leave some room for chunk relocation. */
@@ -51,4 +53,6 @@ export const btrfs: Filesystem = {
       await unmountAll(guest);
     }
   },
+  // The kernel rounds a resize down to the sector size (fs/btrfs/ioctl.c, btrfs_ioctl_resize).
+  fitBytes: wholeBlocks,
 };

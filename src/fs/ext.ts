@@ -2,7 +2,7 @@
 // offline by resize2fs after a forced e2fsck (resize2fs insists on it).
 import { e2fsckForced, resize2fs, vfsMinimumSize } from '../guest/filesystems.js';
 import { MiB } from '../util/units.js';
-import type { Filesystem, FsProbe, FsType } from './types.js';
+import { type Filesystem, type FsProbe, type FsType, wholeBlocks } from './types.js';
 
 const SB = 1024;
 const EXT_MAGIC = 0xef53;
@@ -26,7 +26,7 @@ export function probeExt(head: Buffer): FsProbe | undefined {
   const high = incompat & INCOMPAT_64BIT ? head.readUInt32LE(SB + 0x150) : 0;
   const blocks = high * 2 ** 32 + head.readUInt32LE(SB + 0x4);
   const type: FsType = incompat & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG) ? 'ext4' : compat & COMPAT_HAS_JOURNAL ? 'ext3' : 'ext2';
-  const probe: FsProbe = { type, sizeBytes: blocks * blockBytes };
+  const probe: FsProbe = { type, sizeBytes: blocks * blockBytes, blockBytes };
   const state = head.readUInt16LE(SB + 0x3a);
   if (state & STATE_ERRORS) probe.damaged = `the ${type} filesystem has recorded errors; run e2fsck -f on it first`;
   else if (incompat & INCOMPAT_RECOVER) probe.damaged = `the ${type} filesystem's journal needs recovery; start the VM once or run e2fsck on it first`;
@@ -55,6 +55,9 @@ function ext(type: 'ext2' | 'ext3' | 'ext4'): Filesystem {
       await e2fsckForced(guest, device);
       await resize2fs(guest, device, sizeBytes);
     },
+    // resize2fs sizes in blocks (libguestfs passes whole KiB); a last group too small for its own metadata is
+    // dropped by resize2fs on a shrink and on a grow alike, so a later grow could not do better.
+    fitBytes: wholeBlocks,
   };
 }
 

@@ -73,5 +73,8 @@ export function makeLvm(lookup: (type: string) => Filesystem): Filesystem {
       await lvresize(guest, lv.lvPath, lvBytes / (1024 * 1024));
       await pvresize(guest, device, sizeBytes);
     },
+    // pvresize takes the size in bytes and records it in sectors: the PV ends with the partition; the last LV and
+    // its filesystem are whole extents inside it.
+    fitBytes: (containerBytes) => containerBytes,
   };
 }

@@ -11,8 +11,11 @@ export function probeNtfs(head: Buffer): FsProbe | undefined {
   if (head.length < 512 || head.toString('latin1', 3, 11) !== 'NTFS    ') return undefined;
   const bytesPerSector = head.readUInt16LE(0x0b);
   const totalSectors = Number(head.readBigUInt64LE(0x28));
+  // Sectors per cluster: above 0x80 the byte is a negative power of two (clusters of 64 KiB and more).
+  const perCluster = head.readUInt8(0x0d);
+  const clusterSectors = perCluster > 0x80 ? 2 ** (256 - perCluster) : perCluster;
   // The backup boot sector lies just past the volume's last sector.
-  return { type: 'ntfs', sizeBytes: (totalSectors + 1) * bytesPerSector };
+  return { type: 'ntfs', sizeBytes: (totalSectors + 1) * bytesPerSector, blockBytes: clusterSectors * bytesPerSector };
 }
 
 export const ntfs: Filesystem = {
@@ -48,4 +51,10 @@ export const ntfs: Filesystem = {
     await ntfsresize(guest, device, sizeBytes);
     await ntfsClearDirty(guest, device);
   },
+  // NTFS keeps its backup boot sector in the partition's last sector, where ntfsfix and CHKDSK look for it.
+  // Given the new partition's exact size in plain bytes, ntfsresize sizes the volume in whole clusters below it
+  // and writes the backup boot sector at size - 512 (ntfsresize.c update_bootsector, "reliable size"); any
+  // smaller size (the former 4 KiB rounding on GPT) leaves it inside the partition, and a later grow by less than
+  // a cluster would find "nothing to do" and not move it.
+  fitBytes: (containerBytes) => containerBytes,
 };

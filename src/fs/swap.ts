@@ -2,7 +2,7 @@
 // header page with the new last page, so UUID and label are kept by construction. No appliance needed.
 import { Refused } from '../util/errors.js';
 import { MiB } from '../util/units.js';
-import type { Filesystem, FsProbe } from './types.js';
+import { type Filesystem, type FsProbe, wholeBlocks } from './types.js';
 
 /** x86-64 page size; the magic sits in the last 10 bytes of the first page. */
 export const SWAP_PAGE_BYTES = 4096;
@@ -18,7 +18,7 @@ export function probeSwap(head: Buffer): FsProbe | undefined {
     return { type: 'swap', sizeBytes: 0, damaged: 'the swap area holds a hibernation image; resume the guest once and shut it down cleanly first' };
   }
   if (magic !== 'SWAPSPACE2') return undefined;
-  const probe: FsProbe = { type: 'swap', sizeBytes: (head.readUInt32LE(LAST_PAGE_AT) + 1) * SWAP_PAGE_BYTES };
+  const probe: FsProbe = { type: 'swap', sizeBytes: (head.readUInt32LE(LAST_PAGE_AT) + 1) * SWAP_PAGE_BYTES, blockBytes: SWAP_PAGE_BYTES };
   if (head.readUInt32LE(VERSION_AT) !== 1) probe.damaged = `the swap area has header version ${head.readUInt32LE(VERSION_AT)}, which is not supported`;
   return probe;
 }
@@ -49,4 +49,5 @@ export const swap: Filesystem = {
   async shrink() {
     throw new Error('swap is resized natively');
   },
+  fitBytes: wholeBlocks,
 };

@@ -8,6 +8,8 @@ export interface FsProbe {
   sizeBytes: number;
   /** Findings that make resizing unsafe until the user repairs the filesystem. */
   damaged?: string;
+  /** The unit the content is sized in (ext/xfs block, btrfs sector size, NTFS cluster, swap page); 4 KiB if unknown. */
+  blockBytes?: number;
 }
 
 export type FsType = 'ext2' | 'ext3' | 'ext4' | 'ntfs' | 'btrfs' | 'xfs' | 'swap' | 'lvm';
@@ -46,6 +48,17 @@ export interface Filesystem {
   grow(target: GuestTarget): Promise<void>;
   /** Shrinks to `sizeBytes` (the container is shrunk afterwards). */
   shrink(target: GuestTarget, sizeBytes: number): Promise<void>;
+  /**
+   * The size to shrink to so that the content fills a container of `containerBytes` the way its format expects
+   * (docs/resize.md, "Fill rule"), in one step: the shrink lands exactly, no grow is needed after the table moves.
+   */
+  fitBytes(containerBytes: number, probe: FsProbe): number;
+}
+
+/** Whole blocks up to the container's end: what resize2fs, btrfs and mkswap make of a container. */
+export function wholeBlocks(containerBytes: number, probe: FsProbe): number {
+  const block = probe.blockBytes ?? 4096;
+  return Math.floor(containerBytes / block) * block;
 }
 
 /** Bytes the native probe reads from the start of a partition: btrfs' superblock ends at 68 KiB. */

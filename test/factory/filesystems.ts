@@ -47,16 +47,35 @@ export async function checkFs(device: string, kind: FsKind): Promise<void> {
       case 'btrfs':
         await tool('btrfs', ['check', '--readonly', device]);
         return;
-      case 'ntfs': {
-        await tool('ntfsfix', ['-n', device]);
-        // ntfsresize --info walks the whole volume and refuses a dirty one (ntfsfix -n checks little).
-        await tool('ntfsresize', ['--info', '--no-progress-bar', device]);
+      case 'ntfs':
+        await checkNtfs(device);
         return;
-      }
     }
   } catch (err) {
     if (err instanceof ToolFailed) throw new Error(`${kind} check of ${device} failed: ${err.message}\n${err.stdout.trim()}`);
     throw err;
+  }
+}
+
+/**
+ * ntfsfix -n reads the output, not only the exit code: "Checking the alternate boot sector... OK" must be there
+ * (BAD when the backup boot sector is not the device's last sector). ntfsresize --info walks the whole volume and
+ * refuses a dirty one; it and ntfsinfo -m must agree on the volume's size (clusters plus the backup boot sector).
+ */
+async function checkNtfs(device: string): Promise<void> {
+  const fix = await tool('ntfsfix', ['-n', device], { ok: [0, 1] });
+  const said = `${fix.stdout}${fix.stderr}`;
+  if (fix.exitCode !== 0 || !/^Checking the alternate boot sector\.\.\. OK$/m.test(fix.stdout) || /BAD|FAILED|Error/.test(said)) {
+    throw new Error(`ntfsfix -n ${device} does not find the volume sound (exit code ${fix.exitCode}):\n${said.trim()}`);
+  }
+  const resize = await tool('ntfsresize', ['--info', '--no-action', '--no-progress-bar', device]);
+  const info = await tool('ntfsinfo', ['-m', device]);
+  const volumeBytes = field(resize.stdout, /^Current volume size: (\d+) bytes/m, 'Current volume size');
+  const clusters = field(info.stdout, /^\s*Volume Size in Clusters: (\d+)$/m, 'Volume Size in Clusters');
+  const clusterBytes = field(info.stdout, /^\s*Cluster Size: (\d+)$/m, 'Cluster Size');
+  const sectorBytes = field(info.stdout, /^\s*Sector Size: (\d+)$/m, 'Sector Size');
+  if (clusters * clusterBytes + sectorBytes !== volumeBytes) {
+    throw new Error(`ntfsinfo -m (${clusters} clusters of ${clusterBytes} bytes) and ntfsresize --info (${volumeBytes} bytes) disagree on the size of ${device}`);
   }
 }
 

@@ -1,10 +1,12 @@
-// verifyImage: the oracle. qemu-img check, a raw export read by sfdisk/sgdisk, a forced read-only fsck and the checksums.
+// verifyImage: the oracle. qemu-img check, a raw export read by sfdisk/sgdisk, each filesystem's own checker in its
+// strictest read-only mode, the fill rule (content end vs. container end) and the checksums.
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { compareSums, sha256Tree } from './content.js';
 import { checkFs, type FsKind, fsSizeBytes, isFs, mountOptions, readSwap } from './filesystems.js';
+import { fillProblems } from './fill.js';
 import { attachLoop, type LoopRange, mountDevice } from './host.js';
 import { checkVg, readLayout } from './lvm.js';
 import { deltaClusterSectors, readDescriptor } from './ploop.js';
@@ -163,9 +165,11 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
       out.fsSizeBytes = swap.sizeBytes;
       if (swapUuid !== undefined && swap.uuid !== swapUuid) problems.push(`swap UUID is ${swap.uuid}, expected ${swapUuid}`);
       if (swapLabel !== undefined && swap.label !== swapLabel) problems.push(`swap label is "${swap.label}", expected "${swapLabel}"`);
+      problems.push(...(await fillProblems(device, 'swap', range.sizeBytes, swap.sizeBytes)));
       return out;
     }
     let fsDevice = device;
+    let containerBytes = range.sizeBytes;
     let kind: FsKind;
     if (image.content === 'lvm') {
       const layout = await readLayout(device);
@@ -175,6 +179,7 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
       out.pvSizeBytes = layout.pvSizeBytes;
       out.lvSizeBytes = layout.last.sizeBytes;
       fsDevice = await attachLoop(scope, raw, { offsetBytes: range.offsetBytes + layout.last.offsetBytes, sizeBytes: layout.last.sizeBytes }, true);
+      containerBytes = layout.last.sizeBytes;
       kind = 'ext4';
     } else if (isFs(image.content)) {
       kind = image.content;
@@ -185,6 +190,8 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
     await collect(problems, () => checkFs(fsDevice, kind));
     if (problems.length === before) out.fsck = 'clean';
     out.fsSizeBytes = await fsSizeBytes(fsDevice, kind);
+    // The fill rule (docs/resize.md): the content spans its container as its format expects.
+    problems.push(...(await fillProblems(fsDevice, kind, containerBytes)));
     const mnt = await mountDevice(scope, fsDevice, dirname(raw), { readOnly: true, ...readOnlyMount(kind) });
     out.files = sha256Tree(mnt);
     if (expectedSums !== undefined && expectedSums !== null) problems.push(...compareSums(expectedSums, out.files, options.allowExtraFiles === true));
