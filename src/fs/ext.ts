@@ -1,8 +1,10 @@
 // ext2/3/4: superblock at 1024 (Documentation/filesystems/ext4/super.rst), measured by resize2fs -P, resized
 // offline by resize2fs after a forced e2fsck (resize2fs insists on it).
 import { e2fsckForced, resize2fs, vfsMinimumSize } from '../guest/filesystems.js';
-import { MiB } from '../util/units.js';
-import { type Filesystem, type FsProbe, type FsType, wholeBlocks } from './types.js';
+import { MiB, alignDown } from '../util/units.js';
+import type { Filesystem, FsProbe, FsType } from './types.js';
+
+const PAGE_BYTES = 4096;
 
 const SB = 1024;
 const EXT_MAGIC = 0xef53;
@@ -55,9 +57,10 @@ function ext(type: 'ext2' | 'ext3' | 'ext4'): Filesystem {
       await e2fsckForced(guest, device);
       await resize2fs(guest, device, sizeBytes);
     },
-    // resize2fs sizes in blocks (libguestfs passes whole KiB); a last group too small for its own metadata is
-    // dropped by resize2fs on a shrink and on a grow alike, so a later grow could not do better.
-    fitBytes: wholeBlocks,
+    // Whole blocks, in whole pages: mke2fs and resize2fs (growing to the device) round 1 KiB and 2 KiB blocks down
+    // to the 4 KiB page. A last group too small for its own metadata is dropped by both, and by a shrink alike,
+    // so a later grow could not do better.
+    fitBytes: (containerBytes, probe) => alignDown(containerBytes, Math.max(probe.blockBytes ?? PAGE_BYTES, PAGE_BYTES)),
   };
 }
 

@@ -32,24 +32,22 @@ export function mountOptions(kind: FsKind): { ntfs: boolean; options: string[] }
   return { ntfs: false, options: [] };
 }
 
-/** A forced read-only check; throws with the tool's output when the filesystem is not clean. */
-export async function checkFs(device: string, kind: FsKind): Promise<void> {
+/** A forced read-only check; returns the checker's report, throws with the tool's output when the filesystem is not clean. */
+export async function checkFs(device: string, kind: FsKind): Promise<string> {
   try {
     switch (kind) {
       case 'ext2':
       case 'ext3':
       case 'ext4':
-        await tool('e2fsck', ['-f', '-n', device]);
-        return;
+        return (await tool('e2fsck', ['-f', '-n', device])).stdout;
       case 'xfs':
-        await tool('xfs_repair', ['-n', device]);
-        return;
-      case 'btrfs':
-        await tool('btrfs', ['check', '--readonly', device]);
-        return;
+        return (await tool('xfs_repair', ['-n', device])).stderr;
+      case 'btrfs': {
+        const { stdout, stderr } = await tool('btrfs', ['check', '--readonly', device]);
+        return `${stdout}${stderr}`;
+      }
       case 'ntfs':
-        await checkNtfs(device);
-        return;
+        return await checkNtfs(device);
     }
   } catch (err) {
     if (err instanceof ToolFailed) throw new Error(`${kind} check of ${device} failed: ${err.message}\n${err.stdout.trim()}`);
@@ -62,7 +60,7 @@ export async function checkFs(device: string, kind: FsKind): Promise<void> {
  * (BAD when the backup boot sector is not the device's last sector). ntfsresize --info walks the whole volume and
  * refuses a dirty one; it and ntfsinfo -m must agree on the volume's size (clusters plus the backup boot sector).
  */
-async function checkNtfs(device: string): Promise<void> {
+async function checkNtfs(device: string): Promise<string> {
   const fix = await tool('ntfsfix', ['-n', device], { ok: [0, 1] });
   const said = `${fix.stdout}${fix.stderr}`;
   if (fix.exitCode !== 0 || !/^Checking the alternate boot sector\.\.\. OK$/m.test(fix.stdout) || /BAD|FAILED|Error/.test(said)) {
@@ -77,6 +75,7 @@ async function checkNtfs(device: string): Promise<void> {
   if (clusters * clusterBytes + sectorBytes !== volumeBytes) {
     throw new Error(`ntfsinfo -m (${clusters} clusters of ${clusterBytes} bytes) and ntfsresize --info (${volumeBytes} bytes) disagree on the size of ${device}`);
   }
+  return fix.stdout;
 }
 
 function field(text: string, pattern: RegExp, what: string): number {

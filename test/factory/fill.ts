@@ -22,7 +22,7 @@ async function readSector(device: string, offsetBytes: number, bytes: number): P
 }
 
 /**
- * ext2/3/4: whole blocks up to the end, except a last group too small for its own metadata, which mke2fs and
+ * ext2/3/4: whole blocks (in whole 4 KiB pages) up to the end, except a last group too small for its own metadata, which mke2fs and
  * resize2fs both drop (ext2fs_initialize, resize2fs adjust_fs_info: rem < overhead + 50).
  */
 async function extFill(device: string, containerBytes: number): Promise<string[]> {
@@ -33,7 +33,9 @@ async function extFill(device: string, containerBytes: number): Promise<string[]
   const first = field(stdout, /^First block:\s+(\d+)$/m, 'First block');
   const inodeBlocks = field(stdout, /^Inode blocks per group:\s+(\d+)$/m, 'Inode blocks per group');
   const reservedGdt = /^Reserved GDT blocks:\s+(\d+)$/m.test(stdout) ? field(stdout, /^Reserved GDT blocks:\s+(\d+)$/m, 'Reserved GDT blocks') : 0;
-  const whole = Math.floor(containerBytes / block);
+  // 1 KiB and 2 KiB blocks come in whole 4 KiB pages (mke2fs, and resize2fs growing to the device).
+  const step = Math.max(block, 4096);
+  const whole = (Math.floor(containerBytes / step) * step) / block;
   const rem = (whole - first) % perGroup;
   const descBlocks = Math.ceil(Math.ceil((whole - first) / perGroup) * 64 / block);
   const tooSmall = rem > 0 && rem < 3 + inodeBlocks + reservedGdt + descBlocks + 50;
@@ -47,7 +49,9 @@ async function xfsFill(device: string, containerBytes: number): Promise<string[]
   const dblocks = field(stdout, /^dblocks = (\d+)$/m, 'dblocks');
   const block = field(stdout, /^blocksize = (\d+)$/m, 'blocksize');
   const agblocks = field(stdout, /^agblocks = (\d+)$/m, 'agblocks');
-  const whole = Math.floor(containerBytes / block);
+  // 1 KiB and 2 KiB blocks come in whole 4 KiB pages (mke2fs, and resize2fs growing to the device).
+  const step = Math.max(block, 4096);
+  const whole = (Math.floor(containerBytes / step) * step) / block;
   const tail = whole % agblocks;
   const tooShort = tail > 0 && tail < Math.max(64, (16 * 1024 * 1024) / block);
   if (dblocks === whole || (tooShort && dblocks === whole - tail)) return [];

@@ -112,6 +112,8 @@ export interface VerifyReport {
   /** The partition (or whole disk, for 'none') holding the content. */
   lastPartition?: { number: number; startSector: number; sizeSectors: number };
   fsck: 'clean' | 'n/a';
+  /** What the filesystem's own checker printed (ntfsfix -n: its stdout, with the alternate boot sector line). */
+  fsckOutput?: string;
   /** Size the filesystem (or swap area) spans; for lvm, the LV's filesystem. */
   fsSizeBytes?: number;
   /** Size of the partition (or whole disk) holding the content. */

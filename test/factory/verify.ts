@@ -187,7 +187,9 @@ export async function verifyImage(image: VerifyTarget | BuiltImage, options: Ver
       throw new Error(`unknown content ${image.content as string}`);
     }
     const before = problems.length;
-    await collect(problems, () => checkFs(fsDevice, kind));
+    await collect(problems, async () => {
+      out.fsckOutput = await checkFs(fsDevice, kind);
+    });
     if (problems.length === before) out.fsck = 'clean';
     out.fsSizeBytes = await fsSizeBytes(fsDevice, kind);
     // The fill rule (docs/resize.md): the content spans its container as its format expects.
