@@ -1,5 +1,5 @@
-// resize --resize_partition shrinking qcow2 images in place to resize --info's Minimum (the promise), and the
-// refusals below it, which leave every byte as it was.
+// resize --resize_partition shrinking qcow2 images in place to resize --info's Minimum (the promise), the refusals
+// below it, which leave every byte as it was, and LVM. Every filesystem x table: resize-matrix-*.test.ts.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,23 +42,6 @@ describe('resize --resize_partition shrinks qcow2 in place to Minimum', () => {
     await verifyResized(built, limits.minimum);
   });
 
-  it('mbr ntfs: shrinks to Minimum', async () => {
-    const built = await build('mbr', 'ntfs', 22);
-    const limits = await info(built.hdd);
-    const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
-    expect(shrunk.code, shrunk.stderr).toBe(0);
-    await verifyResized(built, limits.minimum);
-  });
-
-  it('logical btrfs: shrinks to Minimum, the extended container follows', async () => {
-    const built = await build('logical', 'btrfs', 23, 768);
-    const limits = await info(built.hdd);
-    expect(limits.minimum).toBeLessThan(limits.minimumKeepLastPartition);
-    const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
-    expect(shrunk.code, shrunk.stderr).toBe(0);
-    await verifyResized(built, limits.minimum);
-  });
-
   it('gpt lvm: the PV, its last LV and that ext4 shrink to Minimum, then grow again', async () => {
     const built = await build('gpt', 'lvm', 25);
     const limits = await info(built.hdd);
@@ -70,13 +53,5 @@ describe('resize --resize_partition shrinks qcow2 in place to Minimum', () => {
     expect(grown.code, grown.stderr).toBe(0);
     const report = await verifyResized(built, 700 * MiB);
     expect(report.lvSizeBytes!).toBeGreaterThan(600 * MiB);
-  });
-
-  it('no table, ext2: the filesystem shrinks with the disk, to Minimum', async () => {
-    const built = await build('none', 'ext2', 24);
-    const limits = await info(built.hdd);
-    const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
-    expect(shrunk.code, shrunk.stderr).toBe(0);
-    await verifyResized(built, limits.minimum);
   });
 });

@@ -8,7 +8,8 @@ import { expect } from 'vitest';
 import { type BuiltImage, verifyImage, type VerifyReport } from '../factory/index.js';
 
 export const MiB = 1024 * 1024;
-const CLI = join(process.cwd(), 'dist/src/cli/main.js');
+// PRL_DISK_TOOL_CLI runs the same tests against another build (e.g. main's, to show a new check failing there).
+const CLI = process.env.PRL_DISK_TOOL_CLI ?? join(process.cwd(), 'dist/src/cli/main.js');
 
 export interface CliResult {
   code: number;
