@@ -171,8 +171,13 @@ export function planResize(facts: DiskFacts, targetBytes: number, options: Resiz
       );
     }
   }
-  const growContent = content !== undefined && !shrinkContent && containerNew - content.probe.sizeBytes >= MiB;
   const moveEnd = last !== undefined && endNew !== last.endSector;
+  // Fit: content that no longer reaches the moved end grows to it, however little the end moved (NTFS's backup
+  // boot sector must be the partition's last sector; docs/resize.md, "Fill rule").
+  const growContent =
+    content !== undefined &&
+    !shrinkContent &&
+    (containerNew - content.probe.sizeBytes >= MiB || (moveEnd && content.probe.sizeBytes < content.fs.fitBytes(containerNew, content.probe)));
   const steps: ResizeStep[] = [];
   const device = facts.guestDevice;
   const contentStep = (kind: 'shrink-content' | 'grow-content'): ResizeStep =>

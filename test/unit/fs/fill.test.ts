@@ -61,31 +61,38 @@ describe('fitBytes agrees with what mkfs makes of the container', () => {
   });
 });
 
+const GPT = 'label: gpt\nstart=2048, size=16384\nstart=18432, size=241664\n';
+
+async function gptFacts(name: string, type: 'ntfs' | 'ext4' | 'ext2', blockBytes: number, contentBytes = 241664 * 512): Promise<DiskFacts> {
+  const source = fileSource(makeDisk(`fill-${name}.raw`, 128, GPT));
+  const table = await readTable(source);
+  const last = lastPartition(table)!;
+  const facts = {
+    image: { format: 'qcow2' },
+    disk: { path: '/dev/null', format: 'qcow2' },
+    source,
+    sizeBytes: 128 * MiB,
+    table,
+    last,
+    containerStartBytes: last.startSector * 512,
+    containerBytes: (last.endSector - last.startSector + 1) * 512,
+    guestDevice: '/dev/sda2',
+    head: Buffer.alloc(4096),
+    plain: false,
+  } as unknown as DiskFacts;
+  facts.content = { fs: filesystemFor(type), probe: { type, sizeBytes: contentBytes, blockBytes } };
+  return facts;
+}
+
 describe('planResize shrinks the content to its fit of the new partition', () => {
-  const GPT = 'label: gpt\nstart=2048, size=16384\nstart=18432, size=241664\n';
 
   it.each([
     ['ntfs', 512, (container: number) => container],
     ['ext4', 4096, (container: number) => Math.floor(container / 4096) * 4096],
     ['ext2', 1024, (container: number) => Math.floor(container / 4096) * 4096],
   ] as const)('%s', async (type, blockBytes, expected) => {
-    const source = fileSource(makeDisk(`fill-${type}.raw`, 128, GPT));
-    const table = await readTable(source);
-    const last = lastPartition(table)!;
-    const facts = {
-      image: { format: 'qcow2' },
-      disk: { path: '/dev/null', format: 'qcow2' },
-      source,
-      sizeBytes: 128 * MiB,
-      table,
-      last,
-      containerStartBytes: last.startSector * 512,
-      containerBytes: (last.endSector - last.startSector + 1) * 512,
-      guestDevice: '/dev/sda2',
-      head: Buffer.alloc(4096),
-      plain: false,
-    } as unknown as DiskFacts;
-    facts.content = { fs: filesystemFor(type), probe: { type, sizeBytes: 241664 * 512, blockBytes } };
+    const facts = await gptFacts(type, type, blockBytes);
+    const last = facts.last!;
     const plan = planResize(facts, 64 * MiB, {
       resizePartition: true,
       limits: { minimumBytes: 60 * MiB, minimumKeepLastPartitionBytes: 128 * MiB, contentMinimumBytes: 50 * MiB, warnings: [] },
@@ -96,5 +103,14 @@ describe('planResize shrinks the content to its fit of the new partition', () =>
     // The GPT's last usable sector makes the new partition 15 sectors past a whole 4 KiB.
     expect(container % 4096).not.toBe(0);
     expect(plan.steps.find((s) => s.kind === 'shrink-content')).toMatchObject({ toBytes: expected(container) });
+  });
+});
+
+describe('planResize fits the content to a moved end, however little it moved', () => {
+  it('an NTFS volume filling its partition grows with a disk grown by 64 KiB', async () => {
+    // As mkntfs leaves it: the backup boot sector is the partition's last sector.
+    const facts = await gptFacts('ntfs-grow', 'ntfs', 4096);
+    const plan = planResize(facts, 128 * MiB + 64 * 1024, { resizePartition: true });
+    expect(plan.steps.map((s) => s.kind)).toEqual(['grow-image', 'begin-overlay', 'write-table', 'grow-content', 'commit-overlay']);
   });
 });
