@@ -3,9 +3,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { planResize } from '../../src/commands/resize-plan.js';
 import type { DiskFacts } from '../../src/commands/resize-facts.js';
-import { lastPartition, readTable } from '../../src/partitions/table.js';
-import { filesystemFor } from '../../src/fs/registry.js';
-import { cleanup, fileSource, makeDisk } from './partitions/disk-fixture.js';
+import { cleanup } from './partitions/disk-fixture.js';
+import { planFacts } from './plan-fixture.js';
 
 afterAll(cleanup);
 const MiB = 1024 * 1024;
@@ -16,25 +15,7 @@ start=18432, size=241664, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4
 `;
 
 async function facts(content: string | undefined, contentBytes = 241664 * 512): Promise<DiskFacts> {
-  const source = fileSource(makeDisk(`plan-${Math.random()}.raw`, 128, GPT));
-  const table = await readTable(source);
-  const last = lastPartition(table)!;
-  const f = {
-    image: { format: 'qcow2' },
-    disk: { path: '/dev/null', format: 'qcow2' },
-    source,
-    sizeBytes: 128 * MiB,
-    table,
-    last,
-    containerStartBytes: last.startSector * 512,
-    containerBytes: (last.endSector - last.startSector + 1) * 512,
-    guestDevice: '/dev/sda2',
-    head: Buffer.alloc(4096),
-    plain: false,
-    allocated: [],
-  } as unknown as DiskFacts;
-  if (content) f.content = { fs: filesystemFor(content), probe: { type: content as 'ext4', sizeBytes: contentBytes } };
-  return f;
+  return planFacts(GPT, 128, content ? { type: content as 'ext4', sizeBytes: contentBytes } : undefined);
 }
 
 const kinds = (plan: { steps: readonly { kind: string }[] }): string[] => plan.steps.map((s) => s.kind);

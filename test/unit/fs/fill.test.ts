@@ -6,11 +6,11 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { filesystemFor, identify, PROBE_BYTES } from '../../../src/fs/registry.js';
+import { identify, PROBE_BYTES } from '../../../src/fs/registry.js';
 import { planResize } from '../../../src/commands/resize-plan.js';
 import type { DiskFacts } from '../../../src/commands/resize-facts.js';
-import { lastPartition, readTable } from '../../../src/partitions/table.js';
-import { cleanup, fileSource, makeDisk } from '../partitions/disk-fixture.js';
+import { cleanup } from '../partitions/disk-fixture.js';
+import { planFacts } from '../plan-fixture.js';
 
 const work = mkdtempSync(join(tmpdir(), 'prl-fs-fill-'));
 afterAll(() => {
@@ -63,25 +63,8 @@ describe('fitBytes agrees with what mkfs makes of the container', () => {
 
 const GPT = 'label: gpt\nstart=2048, size=16384\nstart=18432, size=241664\n';
 
-async function gptFacts(name: string, type: 'ntfs' | 'ext4' | 'ext2', blockBytes: number, contentBytes = 241664 * 512): Promise<DiskFacts> {
-  const source = fileSource(makeDisk(`fill-${name}.raw`, 128, GPT));
-  const table = await readTable(source);
-  const last = lastPartition(table)!;
-  const facts = {
-    image: { format: 'qcow2' },
-    disk: { path: '/dev/null', format: 'qcow2' },
-    source,
-    sizeBytes: 128 * MiB,
-    table,
-    last,
-    containerStartBytes: last.startSector * 512,
-    containerBytes: (last.endSector - last.startSector + 1) * 512,
-    guestDevice: '/dev/sda2',
-    head: Buffer.alloc(4096),
-    plain: false,
-  } as unknown as DiskFacts;
-  facts.content = { fs: filesystemFor(type), probe: { type, sizeBytes: contentBytes, blockBytes } };
-  return facts;
+function gptFacts(type: 'ntfs' | 'ext4' | 'ext2', blockBytes: number): Promise<DiskFacts> {
+  return planFacts(GPT, 128, { type, sizeBytes: 241664 * 512, blockBytes });
 }
 
 describe('planResize shrinks the content to its fit of the new partition', () => {
@@ -91,7 +74,7 @@ describe('planResize shrinks the content to its fit of the new partition', () =>
     ['ext4', 4096, (container: number) => Math.floor(container / 4096) * 4096],
     ['ext2', 1024, (container: number) => Math.floor(container / 4096) * 4096],
   ] as const)('%s', async (type, blockBytes, expected) => {
-    const facts = await gptFacts(type, type, blockBytes);
+    const facts = await gptFacts(type, blockBytes);
     const last = facts.last!;
     const plan = planResize(facts, 64 * MiB, {
       resizePartition: true,
@@ -109,7 +92,7 @@ describe('planResize shrinks the content to its fit of the new partition', () =>
 describe('planResize fits the content to a moved end, however little it moved', () => {
   it('an NTFS volume filling its partition grows with a disk grown by 64 KiB', async () => {
     // As mkntfs leaves it: the backup boot sector is the partition's last sector.
-    const facts = await gptFacts('ntfs-grow', 'ntfs', 4096);
+    const facts = await gptFacts('ntfs', 4096);
     const plan = planResize(facts, 128 * MiB + 64 * 1024, { resizePartition: true });
     expect(plan.steps.map((s) => s.kind)).toEqual(['grow-image', 'begin-overlay', 'write-table', 'grow-content', 'commit-overlay']);
   });
