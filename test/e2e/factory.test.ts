@@ -18,7 +18,9 @@ import {
   tool,
   verifyImage,
 } from '../factory/index.js';
-import { editFiles, overwriteGuestBytes } from '../factory/mutate.js';
+import { editFiles, editRaw, overwriteGuestBytes } from '../factory/mutate.js';
+import { attachLoop } from '../factory/host.js';
+import { scoped } from '../factory/run.js';
 import { addPloopSnapshot } from '../helpers/ploop.js';
 
 const MiB = 1024 * 1024;
@@ -183,6 +185,27 @@ describe('verifier: proven able to fail', () => {
     const start = built.partitions.at(-1)!.startSector * 512;
     await overwriteGuestBytes(built, start + 4096, 8192, 0xff);
     await expect(verifyImage(built, { checksums: null, otherPartitionSums: null })).rejects.toThrow(/ext4 check of \/dev\/loop\d+ failed/);
+  });
+
+  it('reports an NTFS volume whose backup boot sector is not its partition\'s last sector (issue 18)', async () => {
+    const ntfs = await buildImage({ format: 'qcow2', table: 'gpt', content: 'ntfs', dir, name: 'ntfs-backup', sizeMiB: 64, filesMiB: 1, deletedMiB: 0, seed: 11 });
+    const last = ntfs.partitions.at(-1)!;
+    await overwriteGuestBytes(ntfs, (last.startSector + last.sizeSectors - 1) * 512, 512, 0);
+    const error = verifyImage(ntfs);
+    await expect(error).rejects.toThrow(/Checking the alternate boot sector\.\.\. BAD/);
+    await expect(error).rejects.toThrow(/the last sector \(\d+\) of the NTFS container is not the backup boot sector/);
+  });
+
+  it('reports content that does not fill its partition (fill rule)', async () => {
+    const short = await buildImage({ format: 'qcow2', table: 'mbr', content: 'ext4', dir, name: 'short-ext4', sizeMiB: 64, filesMiB: 1, deletedMiB: 0, seed: 12 });
+    await editRaw(short, async (raw) => {
+      const last = short.partitions.at(-1)!;
+      await scoped(async (scope) => {
+        const device = await attachLoop(scope, raw, { offsetBytes: last.startSector * 512, sizeBytes: last.sizeSectors * 512 });
+        await tool('resize2fs', ['-f', device, `${Math.floor((last.sizeSectors * 512) / 4096) - 256}`]);
+      });
+    });
+    await expect(verifyImage(short)).rejects.toThrow(/the ext filesystem has \d+ blocks of \d+ bytes; its \d+-byte container holds \d+/);
   });
 
   it('reports a GPT whose backup header is not at the end (disk grown by qemu-img resize alone)', async () => {

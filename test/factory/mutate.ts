@@ -12,9 +12,8 @@ import { exportRaw } from './verify.js';
 /** Mounts the last partition's filesystem read-write, lets `edit` change files, and writes the image back. */
 export async function editFiles(image: BuiltImage, edit: (mountpoint: string) => Promise<void>): Promise<void> {
   if (!isFs(image.content) && image.content !== 'lvm') throw new Error(`${image.content} holds no files to edit`);
-  await scoped(async (scope) => {
-    const raw = await exportRaw(scope, image.dataFile, image.format);
-    await scoped(async (inner) => {
+  await editRaw(image, (raw) =>
+    scoped(async (inner) => {
       const { table } = await readPartitionTable(raw);
       const last = table === null ? undefined : lastPartition(table);
       let range: LoopRange | undefined = last === undefined ? undefined : { offsetBytes: last.start * SECTOR, sizeBytes: last.size * SECTOR };
@@ -29,7 +28,15 @@ export async function editFiles(image: BuiltImage, edit: (mountpoint: string) =>
       if (!isFs(kind)) throw new Error(`cannot mount ${kind}`);
       const mnt = await mountDevice(inner, device, dirname(raw), mountOptions(kind));
       await edit(mnt);
-    });
+    }),
+  );
+}
+
+/** Exports the image to a raw file, lets `edit` change it (loop devices, host tools), and writes the image back. */
+export async function editRaw(image: BuiltImage, edit: (raw: string) => Promise<void>): Promise<void> {
+  await scoped(async (scope) => {
+    const raw = await exportRaw(scope, image.dataFile, image.format);
+    await edit(raw);
     const fmt = image.format === 'qcow2' ? 'qcow2' : 'parallels';
     const next = join(dirname(image.dataFile), `.factory-edit-${process.pid}.tmp`);
     try {
