@@ -21,6 +21,9 @@ export function btrfsMargin(minimumBytes: number): number {
   return Math.max(32 * MiB, Math.ceil(minimumBytes * 0.02));
 }
 
+/** The kernel refuses to resize a btrfs device below 256 MiB (fs/btrfs/ioctl.c, btrfs_ioctl_resize: EINVAL). */
+export const BTRFS_RESIZE_FLOOR_BYTES = 256 * MiB;
+
 export const btrfs: Filesystem = {
   type: 'btrfs',
   noun: 'a btrfs filesystem',
@@ -32,7 +35,7 @@ export const btrfs: Filesystem = {
     try {
       // libguestfs wants the device, and the device mounted (it runs min-dev-size on the mountpoint).
       const minimum = await vfsMinimumSize(guest, device);
-      return { minimumBytes: Math.min(probe.sizeBytes, minimum + btrfsMargin(minimum)), warnings: [] };
+      return { minimumBytes: Math.min(probe.sizeBytes, Math.max(BTRFS_RESIZE_FLOOR_BYTES, minimum + btrfsMargin(minimum))), warnings: [] };
     } finally {
       await unmountAll(guest);
     }
