@@ -12,7 +12,7 @@ import type { BuiltImage, ImageFormat } from '../factory/index.js';
 import { readDescriptor } from '../factory/ploop.js';
 import { cloneImage, runCli } from '../reliability/harness.js';
 import { hostOps, type HostOp } from '../reliability/host-cells.js';
-import { completed, standard } from '../reliability/images.js';
+import { completed, info, standard } from '../reliability/images.js';
 import { materialize, sampleStates, timeline, type CrashState } from './crash.js';
 import { recordRun, removeShim } from './log.js';
 
@@ -30,6 +30,12 @@ function operations(): HostOp[] {
   ops.push({
     format: 'ploop', operation: 'resize grow plain', build: (dir) => standard('ploop', dir, { preallocated: true }),
     args: (i) => ['resize', '--hdd', i.hdd, '--size', '320M'], after: completed.size(320), before: completed.size(256),
+  });
+  // Past 256 GiB the BAT of 1 MiB clusters outgrows its first cluster: the data there moves to the end of the file
+  // (copy, fsync, then the BAT entry) before the longer table is written.
+  ops.push({
+    format: 'ploop', operation: 'resize grow past the first BAT cluster', build: (dir) => standard('ploop', dir),
+    args: (i) => ['resize', '--hdd', i.hdd, '--size', '300G'], after: completed.size(300 * 1024), before: completed.size(256),
   });
   return ops.filter((op) => ONLY.test(`${op.format} ${op.operation}`));
 }
@@ -69,7 +75,11 @@ function problems(op: HostOp, image: BuiltImage, reference: BuiltImage, stateRoo
   const state = op.after(image);
   if (state !== undefined) out.push(`not completed: ${state}`);
   const compare = spawnSync('qemu-img', ['compare', '-U', '-f', fmt, '-F', fmt, topFile(image), topFile(reference)], { encoding: 'utf8' });
-  if (compare.status === 1) out.push(`guest content differs from the completed run in sectors ${differingSectors(fmt, topFile(image), topFile(reference), stateRoot).join(', ')}`);
+  if (compare.status === 1) {
+    // Naming the sectors means reading both disks whole: only for the small ones.
+    const where = info(image).virtualSizeBytes <= 2 ** 30 ? `in sectors ${differingSectors(fmt, topFile(image), topFile(reference), stateRoot).join(', ')}` : compare.stdout.trim();
+    out.push(`guest content differs from the completed run ${where}`);
+  }
   else if (compare.status !== 0) out.push(`qemu-img compare failed: ${(compare.stdout + compare.stderr).trim()}`);
   for (const name of files(stateRoot)) {
     if (!/\.(hds|qcow2)$|\.hds\./.test(name)) continue;
@@ -141,7 +151,7 @@ const KNOWN: { operation: RegExp; problem: RegExp; bug: string }[] = [
   {
     // Sector 0 is the protective MBR, 524287 the old backup GPT header of the 256 MiB disk: both are written after
     // the new backup and primary; a cut before them leaves them stale, and the rerun finds the size reached.
-    operation: /resize grow$/, problem: /^guest content differs from the completed run in sectors (0|524287)(, (0|524287))?$/,
+    operation: /resize grow$/, problem: /^guest content differs from the completed run (in sectors (0|524287)(, (0|524287))?|Content mismatch at offset (0|268434944)!)$/,
     bug: 'B14: the rerun after a power cut amid the GPT rewrite of a grow leaves the protective MBR or the old backup header stale',
   },
   {
