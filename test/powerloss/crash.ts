@@ -155,7 +155,8 @@ export function timeline(ops: readonly LogOp[], root: string, pristineDir: strin
 }
 
 /** How the unsynced writes of a state were chosen. */
-export type Strategy = 'none' | 'all' | 'ops' | 'sectors';
+/** none/all: every unsynced operation dropped/kept; ops: a prefix of them kept; reverse: only the last kept; sectors: each write kept, dropped or torn sector by sector. */
+export type Strategy = 'none' | 'all' | 'ops' | 'reverse' | 'sectors';
 
 export interface CrashState {
   cut: number;
@@ -243,6 +244,11 @@ function writeInode(inode: Inode, pristineDir: string, state: CrashState, random
         if (i < prefix) apply(fd, target, o.op, undefined);
         return;
       }
+      if (state.strategy === 'reverse') {
+        // Only the last unsynced operation lands: the state a missing barrier before it allows.
+        if (i === pending.length - 1) apply(fd, target, o.op, undefined);
+        return;
+      }
       if (o.op.kind !== 'write') {
         // Sizes change whole; a dropped size change drops the later ones.
         if (!sizeBlocked && random() < 0.5) apply(fd, target, o.op, undefined);
@@ -304,24 +310,50 @@ function apply(fd: number, path: string, op: DataOp['op'], keep: ((sector: numbe
 
 
 /**
- * `count` crash states. The marks (sync ends, renames, unlinks, the end of the run) are where a cut tests the most:
- * a sample smaller than the marks takes one at random from each of `count` equal runs of them; a larger one takes
- * every mark, then random marks and random cuts in turn. Strategies rotate so that each cut sees several.
+ * Whether order can matter at `cut`: some file has two or more unsynced data operations, or a name operation is
+ * unsynced while some data is (a rename before its data is durable). Creates of files that never get data (the
+ * lock file) do not count.
+ */
+export function orderMatters(t: Timeline, cut: number): boolean {
+  let dataPending = 0;
+  for (const inode of t.inodes) {
+    const durable = durableBefore(inode.syncs, cut);
+    const n = inode.ops.filter((o) => o.index < cut && o.index >= durable).length;
+    if (n >= 2) return true;
+    dataPending += n;
+  }
+  const names = durableBefore(t.folderSyncs, cut);
+  const pendingNames = t.names.filter((o) => o.index < cut && o.index >= names && !(o.kind === 'create' && t.inodes[o.inode!]!.ops.length === 0));
+  return pendingNames.length > 0 && dataPending > 0;
+}
+
+function spreadOver<T>(items: readonly T[], n: number): T[] {
+  if (n >= items.length) return [...items];
+  return Array.from({ length: n }, (_, i) => items[Math.floor(((i + 0.5) * items.length) / n)]!);
+}
+
+/**
+ * `count` crash states. Order matters only where two or more operations are unsynced together (orderMatters): half
+ * the sample goes to such marks (sync ends, renames, unlinks, the end of the run), spread over them, keeping only
+ * the last unsynced write ('reverse': what a missing fsync before it allows); a quarter tears them sector by
+ * sector; the rest goes to the other marks, then random cuts. Strategies and sub-seeds come from `seed`.
  */
 export function sampleStates(t: Timeline, count: number, seed: number): CrashState[] {
   const random = rng(seed);
-  const strategies: Strategy[] = ['sectors', 'ops', 'sectors', 'none', 'all'];
-  const marks = t.marks;
-  const cuts: number[] = [];
-  if (count <= marks.length) {
-    for (let i = 0; i < count; i++) {
-      const from = Math.floor((i * marks.length) / count);
-      const to = Math.floor(((i + 1) * marks.length) / count);
-      cuts.push(marks[from + Math.floor(random() * Math.max(1, to - from))]!);
-    }
-  } else {
-    cuts.push(...marks);
-    while (cuts.length < count) cuts.push(cuts.length % 2 === 0 ? marks[Math.floor(random() * marks.length)]! : Math.floor(random() * (t.length + 1)));
+  const rich = t.marks.filter((cut) => orderMatters(t, cut));
+  const plain = t.marks.filter((cut) => !rich.includes(cut));
+  const reverse = spreadOver(rich, Math.ceil(count / 2));
+  const torn = spreadOver(rich, Math.ceil((count - reverse.length) / 2));
+  const queue: [number, Strategy][] = [
+    ...reverse.map((cut) => [cut, 'reverse'] as [number, Strategy]),
+    ...torn.map((cut) => [cut, 'sectors'] as [number, Strategy]),
+    ...spreadOver(plain, count - reverse.length - torn.length).map((cut) => [cut, (['sectors', 'ops', 'none', 'all'] as Strategy[])[Math.floor(random() * 4)]!] as [number, Strategy]),
+  ];
+  const others: Strategy[] = ['sectors', 'reverse', 'ops', 'none', 'all'];
+  const states: CrashState[] = [];
+  for (let i = 0; i < count; i++) {
+    const [cut, strategy] = i < queue.length ? queue[i]! : [Math.floor(random() * (t.length + 1)), others[Math.floor(random() * others.length)]!];
+    states.push({ cut, strategy, seed: Math.floor(random() * 2 ** 31) });
   }
-  return cuts.map((cut, i) => ({ cut, strategy: strategies[(i + Math.floor(random() * strategies.length)) % strategies.length]!, seed: Math.floor(random() * 2 ** 31) }));
+  return states;
 }

@@ -17,7 +17,7 @@ import { materialize, sampleStates, timeline, type CrashState } from './crash.js
 import { recordRun, removeShim } from './log.js';
 
 const FULL = process.env.PRL_POWERLOSS_FULL === '1';
-const STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (FULL ? 200 : 8));
+const STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (FULL ? 200 : 12));
 const SEED = Number(process.env.PRL_POWERLOSS_SEED ?? 20261130);
 /** A regular expression choosing operations by label ("ploop resize grow"), for re-planted mutations. */
 const ONLY = new RegExp(process.env.PRL_POWERLOSS_ONLY ?? '.');
@@ -151,7 +151,7 @@ const KNOWN: { operation: RegExp; problem: RegExp; bug: string }[] = [
   {
     // Sector 0 is the protective MBR, 524287 the old backup GPT header of the 256 MiB disk: both are written after
     // the new backup and primary; a cut before them leaves them stale, and the rerun finds the size reached.
-    operation: /resize grow$/, problem: /^guest content differs from the completed run (in sectors (0|524287)(, (0|524287))?|Content mismatch at offset (0|268434944)!)$/,
+    operation: /resize grow/, problem: /^guest content differs from the completed run (in sectors (0|524287)(, (0|524287))?|Content mismatch at offset (0|268434944)!)$/,
     bug: 'B14: the rerun after a power cut amid the GPT rewrite of a grow leaves the protective MBR or the old backup header stale',
   },
   {
@@ -164,6 +164,29 @@ const KNOWN: { operation: RegExp; problem: RegExp; bug: string }[] = [
   },
 ];
 const STRICT = process.env.PRL_POWERLOSS_STRICT === '1';
+
+/** What of the completed state a power cut right after the run's exit would lose (no rerun). */
+function durable(op: HostOp, image: BuiltImage, reference: BuiltImage): string[] {
+  const out: string[] = [];
+  let state: string | undefined;
+  try {
+    state = op.after(image);
+  } catch (error) {
+    state = (error as Error).message.split('\n')[0];
+  }
+  if (state !== undefined) out.push(`not completed: ${state}`);
+  const fmt = qemuFormat(image.format);
+  try {
+    const compare = spawnSync('qemu-img', ['compare', '-U', '-f', fmt, '-F', fmt, topFile(image), topFile(reference)], { encoding: 'utf8' });
+    if (compare.status !== 0) out.push(`guest content: ${(compare.stdout + compare.stderr).trim()}`);
+  } catch (error) {
+    out.push((error as Error).message.split('\n')[0]!);
+  }
+  if (image.format === 'ploop' && readFileSync(join(image.hdd, 'DiskDescriptor.xml'), 'utf8') !== readFileSync(join(reference.hdd, 'DiskDescriptor.xml'), 'utf8')) {
+    out.push('DiskDescriptor.xml differs from the completed run');
+  }
+  return out;
+}
 
 const roots: string[] = [];
 afterAll(() => {
@@ -189,6 +212,11 @@ describe(`power loss (seed ${SEED}, ${STATES} states per operation; PRL_POWERLOS
     console.log(`${label}: ${recorded.ops.length} logged operations, ${t.marks.length} cut marks; states from seed ${seed} (PRL_POWERLOSS_SEED=${SEED})`);
     const failures: string[] = [];
     const stateDir = join(root, 'state');
+    // A run that exited 0 promised durability: with every unsynced operation lost, the image is the new one already.
+    materialize(t, pristineDir, { cut: t.length, strategy: 'none', seed: 0 }, stateDir);
+    const acknowledged = relocate(pristine, pristineDir, stateDir);
+    const lost = durable(op, acknowledged, reference);
+    if (lost.length > 0) failures.push(`after the run exited 0, a power cut loses: ${lost.join('; ')}`);
     for (const [i, state] of states.entries()) {
       materialize(t, pristineDir, state, stateDir);
       const image = relocate(pristine, pristineDir, stateDir);
