@@ -2,7 +2,10 @@
  * $PRL_PL_ROOT (data with its bytes, size, names, syncs) to $PRL_PL_LOG, one record per call, appended with a
  * single writev on an O_APPEND descriptor so that records from threads and child processes never interleave.
  * Record: u32 type, u32 mode, u64 a, u64 b, u32 len1, u32 len2, then path1, path2, then b data bytes (writes).
- * Syncs are logged twice (begin before the call, end after it): a sync covers only what was logged before it began. */
+ * Syncs are logged twice (begin before the call, end after it): a sync covers only what was logged before it began.
+ * Kill points: with $PRL_PL_STOP_AT=N and $PRL_PL_COUNTER (a file), the process making the Nth durable change of
+ * the run (any process: the count lives in the file, under flock) creates $PRL_PL_COUNTER.hit and stops itself
+ * (SIGSTOP) right after the change; the test then kills the whole tree. $PRL_PL_LOG is optional then. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -14,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -33,17 +38,47 @@ static size_t root_len;
 
 #define REAL(name) static __typeof__(name) *real_##name; if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name)
 
+static long stop_at;
+static const char *counter;
+
 static int init(void) {
   if (root) return 1;
   const char *r = getenv("PRL_PL_ROOT");
   const char *l = getenv("PRL_PL_LOG");
-  if (!r || !l) return 0;
+  const char *s = getenv("PRL_PL_STOP_AT");
+  counter = getenv("PRL_PL_COUNTER");
+  stop_at = s && counter ? atol(s) : 0;
+  if (!r || (!l && !stop_at)) return 0;
   pthread_mutex_lock(&log_lock);
-  if (log_fd < 0) log_fd = (int)syscall(SYS_openat, AT_FDCWD, l, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (log_fd < 0 && l) log_fd = (int)syscall(SYS_openat, AT_FDCWD, l, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   pthread_mutex_unlock(&log_lock);
   root_len = strlen(r);
   root = r;
-  return log_fd >= 0;
+  return 1;
+}
+
+/* Counts one durable change of the run; at the chosen one, says so and stops this process. */
+static void count_change(void) {
+  if (!stop_at) return;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, counter, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  flock(fd, LOCK_EX);
+  long n = 0;
+  char text[32] = "";
+  ssize_t got = syscall(SYS_pread64, fd, text, sizeof text - 1, 0);
+  if (got > 0) { text[got] = 0; n = atol(text); }
+  n++;
+  int len = snprintf(text, sizeof text, "%ld\n", n);
+  syscall(SYS_pwrite64, fd, text, (size_t)len, 0);
+  flock(fd, LOCK_UN);
+  close(fd);
+  if (n == stop_at) {
+    char hit[PATH_MAX];
+    snprintf(hit, sizeof hit, "%s.hit", counter);
+    int h = (int)syscall(SYS_openat, AT_FDCWD, hit, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (h >= 0) close(h);
+    raise(SIGSTOP);
+  }
 }
 
 static int inside(const char *path) {
@@ -80,9 +115,12 @@ static void emit(uint32_t type, uint32_t mode, uint64_t a, uint64_t b, const cha
   if (p2) iov[n++] = (struct iovec){ (void *)p2, r.len2 };
   for (int i = 0; i < ndata && n < 1027; i++) iov[n++] = data[i];
   int saved = errno;
-  pthread_mutex_lock(&log_lock);
-  syscall(SYS_writev, log_fd, iov, n);
-  pthread_mutex_unlock(&log_lock);
+  if (log_fd >= 0) {
+    pthread_mutex_lock(&log_lock);
+    syscall(SYS_writev, log_fd, iov, n);
+    pthread_mutex_unlock(&log_lock);
+  }
+  if (type != T_SYNC_BEGIN && type != T_SYNC_ALL_BEGIN) count_change();
   errno = saved;
 }
 
