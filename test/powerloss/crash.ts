@@ -182,7 +182,8 @@ export function materialize(t: Timeline, pristineDir: string, state: CrashState,
   // Names: every operation up to the last folder sync that completed before the cut, then a random prefix of the rest.
   const durableNames = durableBefore(t.folderSyncs, state.cut);
   const pendingNames = t.names.filter((n) => n.index < state.cut && n.index >= durableNames);
-  const keep = state.strategy === 'none' ? 0 : state.strategy === 'all' ? pendingNames.length : Math.floor(random() * (pendingNames.length + 1));
+  // reverse keeps every name operation up to the cut: the cut itself is the moment tested.
+  const keep = state.strategy === 'none' ? 0 : state.strategy === 'all' || state.strategy === 'reverse' ? pendingNames.length : Math.floor(random() * (pendingNames.length + 1));
   const applied = t.names.filter((n) => n.index < durableNames).concat(pendingNames.slice(0, keep));
   const names = new Map(t.pristineNames);
   const dirs = new Set(t.pristineDirs);
@@ -310,8 +311,9 @@ function apply(fd: number, path: string, op: DataOp['op'], keep: ((sector: numbe
 
 
 /**
- * Whether order can matter at `cut`: some file has two or more unsynced data operations, or a name operation is
- * unsynced while some data is (a rename before its data is durable). Creates of files that never get data (the
+ * Whether order can matter at `cut`: some file has two or more unsynced data operations, a rename or unlink is
+ * unsynced (the names may be lost or kept up to it), or a name operation is unsynced while some data is (a rename
+ * before its data is durable). Creates of files that never get data (the
  * lock file) do not count.
  */
 export function orderMatters(t: Timeline, cut: number): boolean {
@@ -324,7 +326,7 @@ export function orderMatters(t: Timeline, cut: number): boolean {
   }
   const names = durableBefore(t.folderSyncs, cut);
   const pendingNames = t.names.filter((o) => o.index < cut && o.index >= names && !(o.kind === 'create' && t.inodes[o.inode!]!.ops.length === 0));
-  return pendingNames.length > 0 && dataPending > 0;
+  return pendingNames.some((o) => o.kind === 'unlink' || o.kind === 'rename') || (pendingNames.length > 0 && dataPending > 0);
 }
 
 function spreadOver<T>(items: readonly T[], n: number): T[] {
