@@ -1,7 +1,8 @@
 // Records one run of the built CLI through the LD_PRELOAD shim (shim.c, compiled here with the host's gcc) and
 // parses the log into the operations a power cut cares about: data, sizes, names, and the syncs that fix them.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,19 +63,21 @@ export function parseLog(buf: Buffer): LogOp[] {
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Compiles the shim once per process (into the OS temp folder) and returns its path; gcc is part of CI's tools. */
+/**
+ * Compiles the shim (gcc is part of CI's tools) into the OS temp folder under a name made of its source's hash, so
+ * that every test process shares one build and none leaves its own behind; a new source gets a new name.
+ */
 export function shimPath(): string {
   const source = [join(here, 'shim.c'), join(here, '..', '..', '..', 'test', 'powerloss', 'shim.c')].find(existsSync);
   if (source === undefined) throw new Error('test/powerloss/shim.c not found');
-  const out = join(tmpdir(), `prl-powerloss-shim-${process.pid}.so`);
-  if (!existsSync(out) || statSync(out).mtimeMs < statSync(source).mtimeMs) {
-    execFileSync('gcc', ['-shared', '-fPIC', '-O2', '-Wall', '-o', out, source, '-ldl'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const hash = createHash('sha256').update(readFileSync(source)).digest('hex').slice(0, 16);
+  const out = join(tmpdir(), `prl-powerloss-shim-${hash}.so`);
+  if (!existsSync(out)) {
+    const temp = `${out}.${process.pid}.tmp`;
+    execFileSync('gcc', ['-shared', '-fPIC', '-O2', '-Wall', '-o', temp, source, '-ldl'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    renameSync(temp, out);
   }
   return out;
-}
-
-export function removeShim(): void {
-  rmSync(join(tmpdir(), `prl-powerloss-shim-${process.pid}.so`), { force: true });
 }
 
 export interface Recorded {

@@ -14,7 +14,7 @@ import { cloneImage, runCli } from '../reliability/harness.js';
 import { hostOps, type HostOp } from '../reliability/host-cells.js';
 import { completed, info, standard } from '../reliability/images.js';
 import { materialize, sampleStates, timeline, type CrashState } from './crash.js';
-import { recordRun, removeShim } from './log.js';
+import { recordRun } from './log.js';
 
 const FULL = process.env.PRL_POWERLOSS_FULL === '1';
 const STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (FULL ? 200 : 12));
@@ -204,7 +204,6 @@ function durable(op: HostOp, image: BuiltImage, reference: BuiltImage): string[]
 const roots: string[] = [];
 afterAll(() => {
   for (const root of roots) rmSync(root, { recursive: true, force: true });
-  removeShim();
 });
 
 describe(`power loss (seed ${SEED}, ${STATES} states per operation; PRL_POWERLOSS_SEED, PRL_POWERLOSS_STATES, PRL_POWERLOSS_FULL=1)`, () => {
