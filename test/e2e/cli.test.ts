@@ -129,7 +129,10 @@ describe('locking (flock, never waiting)', () => {
     const holder = await holdFlock(qcow2, '-s');
     try {
       const results = await Promise.all([1, 2, 3].map(() => runCli(['resize', '--hdd', qcow2, '--info', '--json'])));
-      for (const result of results) expect(result.stderr).not.toMatch(/locked by another process/);
+      for (const result of results) {
+        expect(result.code, result.stderr).toBe(0);
+        expect(result.stderr).not.toMatch(/locked by another process/);
+      }
     } finally {
       process.kill(-holder.pid!, 'SIGKILL');
     }

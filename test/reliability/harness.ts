@@ -2,10 +2,11 @@
 // moment, folders fingerprinted before and after, images cloned from a pristine copy, files lost counted.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { cliPath } from '../helpers/cli.js';
+import { shimPath } from '../powerloss/log.js';
 import { verifyImage, type BuiltImage } from '../factory/index.js';
 
 export const CLI = cliPath();
@@ -34,9 +35,9 @@ export interface Running {
 }
 
 /** Starts the CLI as the leader of its own process group, as a shell would for a foreground job. */
-export function startCli(args: readonly string[]): Running {
+export function startCli(args: readonly string[], env: Record<string, string> = {}): Running {
   const started = Date.now();
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...ENV }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...ENV, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -153,6 +154,43 @@ export async function runAndKill(args: readonly string[], delayMs: number): Prom
   if (killed) await killTree(running.pid);
   const outcome = await running.done;
   return { ...outcome, killed, afterMs: delayMs };
+}
+
+/** The shim's kill-point settings (test/powerloss/shim.c): stop the run right after its `n`th durable change under `root`. */
+export function stopAtEnv(root: string, n: number, counter: string): Record<string, string> {
+  return { LD_PRELOAD: shimPath(), PRL_PL_ROOT: realpathSync(root), PRL_PL_STOP_AT: String(n), PRL_PL_COUNTER: counter, UV_USE_IO_URING: '0' };
+}
+
+/** Durable changes (writes, size changes, names, completed syncs) a whole run makes under `root`. */
+export async function countChanges(args: readonly string[], root: string): Promise<{ outcome: Outcome; changes: number }> {
+  const counter = join(tmpdir(), `prl-rel-count-${process.pid}-${Date.now()}`);
+  try {
+    const outcome = await startCli(args, stopAtEnv(root, Number.MAX_SAFE_INTEGER, counter)).done;
+    return { outcome, changes: existsSync(counter) ? Number(readFileSync(counter, 'utf8')) : 0 };
+  } finally {
+    rmSync(counter, { force: true });
+  }
+}
+
+/**
+ * Runs the CLI and kills its whole tree right after its `n`th durable change under `root` (the shim stops the
+ * process that made it; nothing runs on). `killed` is false when the run ended first.
+ */
+export async function runAndKillAt(args: readonly string[], root: string, n: number): Promise<KillResult> {
+  const counter = join(tmpdir(), `prl-rel-stop-${process.pid}-${Date.now()}`);
+  try {
+    const running = startCli(args, stopAtEnv(root, n, counter));
+    let finished = false;
+    void running.done.then(() => (finished = true));
+    while (!finished && !existsSync(`${counter}.hit`)) await sleep(20);
+    const killed = !finished;
+    if (killed) await killTree(running.pid);
+    const outcome = await running.done;
+    return { ...outcome, killed, afterMs: outcome.ms };
+  } finally {
+    rmSync(counter, { force: true });
+    rmSync(`${counter}.hit`, { force: true });
+  }
 }
 
 export interface SignalResult extends Outcome {

@@ -9,6 +9,9 @@ import { addPloopSnapshot } from '../helpers/ploop.js';
 
 export const SIZE_MIB = 256;
 
+/** A ploop delta's header bytes 44..47 while a writer has it open ("Ynot"). */
+export const IN_USE_OPEN_MARK = Buffer.from('Ynot', 'latin1');
+
 function sh(cmd: string, args: readonly string[], cwd?: string): void {
   const result = spawnSync(cmd, args, { encoding: 'utf8', cwd });
   if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);

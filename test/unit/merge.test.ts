@@ -1,5 +1,5 @@
 // Planners of merge and merge --external: steps, order, and every refusal, from plain facts.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -112,9 +112,13 @@ describe('host helpers', () => {
   });
   it('finds only our own stale temporaries of the given image and purpose', () => {
     const dir = mkdtempSync(join(tmpdir(), 'prl-merge-unit-'));
-    for (const name of ['.a.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.convert-xyz.prl-tmp', '.b.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.write-0123abcd.prl-tmp', 'a.qcow2']) {
-      writeFileSync(join(dir, name), '');
+    try {
+      for (const name of ['.a.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.convert-xyz.prl-tmp', '.b.qcow2.convert-0123abcd.prl-tmp', '.a.qcow2.write-0123abcd.prl-tmp', 'a.qcow2']) {
+        writeFileSync(join(dir, name), '');
+      }
+      expect(findStaleTemporaries(join(dir, 'a.qcow2'), 'convert')).toEqual([join(dir, '.a.qcow2.convert-0123abcd.prl-tmp')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    expect(findStaleTemporaries(join(dir, 'a.qcow2'), 'convert')).toEqual([join(dir, '.a.qcow2.convert-0123abcd.prl-tmp')]);
   });
 });

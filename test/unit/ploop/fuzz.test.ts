@@ -10,7 +10,8 @@ import { decodeHeader, encodeHeader, SIGNATURE_V2 } from '../../../src/formats/p
 import { parseDescriptor } from '../../../src/formats/ploop/descriptor.js';
 import { BASE_GUID, ROOT_PARENT, TOP_GUID, descriptorXml, removeDir, tempDir } from './fixtures.js';
 
-const seed = Number(process.env.PLOOP_FUZZ_SEED ?? Date.now() % 1_000_000);
+// A fixed seed by default, so that a run is reproducible; PLOOP_FUZZ_SEED explores others.
+const seed = Number(process.env.PLOOP_FUZZ_SEED ?? 424242);
 console.log(`ploop fuzz seed: ${seed} (replay with PLOOP_FUZZ_SEED=${seed})`);
 
 function rng(start: number): () => number {
