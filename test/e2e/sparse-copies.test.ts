@@ -1,0 +1,100 @@
+// The copies never allocate an all-zero cluster (issue 19): merge --external's commit, merge's ploop fold and
+// convert --expanding, on chains written with qemu-io where an overlay holds zeros as data. Content is compared with
+// a raw export taken before; a plain base stays fully allocated. Oracle: qemu-img map/convert/compare only.
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cli } from '../helpers/cli.js';
+import { caseFolders } from '../helpers/dirs.js';
+import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+
+const MiB = 1024 * 1024;
+const { fresh } = caseFolders('prl-sparse-copies-e2e-');
+
+type Fmt = 'qcow2' | 'parallels';
+interface Extent { start: number; length: number; data: boolean; depth: number; offset?: number }
+
+const img = (...args: string[]): string => execFileSync('qemu-img', args, { encoding: 'utf8' });
+const io = (fmt: Fmt, file: string, ...commands: string[]): void =>
+  void execFileSync('qemu-io', ['-f', fmt, ...commands.flatMap((c) => ['-c', c]), file], { stdio: 'ignore' });
+const extents = (fmt: Fmt, file: string): Extent[] => JSON.parse(img('map', '--output=json', '-f', fmt, file)) as Extent[];
+/** Bytes of data clusters in the file itself. */
+const dataBytes = (fmt: Fmt, file: string): number => extents(fmt, file).filter((e) => e.data && e.depth === 0).reduce((s, e) => s + e.length, 0);
+const exportRaw = (fmt: Fmt, file: string, to: string): string => (img('convert', '-f', fmt, '-O', 'raw', file, to), to);
+const sameAs = (fmt: Fmt, file: string, raw: string): boolean => {
+  try {
+    img('compare', '-f', fmt, '-F', 'raw', file, raw);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** base (4 MiB of 0x11 at 0) ← mid (zeros as data at 0-2 MiB over the base's data, and at 8-12 MiB) ← top (zeros at 16-20 MiB, 64 KiB of 0x55 at 20 MiB). */
+function qcow2Chain(dir: string, plainBase: boolean): { top: string; before: string } {
+  const base = join(dir, 'base.qcow2');
+  img('create', '-q', '-f', 'qcow2', ...(plainBase ? ['-o', 'preallocation=falloc'] : []), base, '64M');
+  io('qcow2', base, 'write -P 0x11 0 4M');
+  img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(dir, 'mid.qcow2'));
+  io('qcow2', join(dir, 'mid.qcow2'), 'write -P 0 0 2M', 'write -P 0 8M 4M');
+  const top = join(dir, 'top.qcow2');
+  img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', top);
+  io('qcow2', top, 'write -P 0 16M 4M', 'write -P 0x55 20M 64k');
+  return { top, before: exportRaw('qcow2', top, join(dir, 'before.raw')) };
+}
+
+describe('copies never allocate an all-zero cluster', () => {
+  it('merge --external on a sparse base: the overlays\' zeros are not data in the merged image', async () => {
+    const { top, before } = qcow2Chain(fresh(), false);
+    const result = await cli('merge', '--external', '--hdd', top, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(sameAs('qcow2', top, before)).toBe(true);
+    // 2-4 MiB of the base's 0x11 and the top's 64 KiB; the base's 0-2 MiB, now zeros, are released too.
+    expect(dataBytes('qcow2', top)).toBe(2 * MiB + 64 * 1024);
+  });
+
+  it('merge --external on a plain base: every cluster stays allocated', async () => {
+    const { top, before } = qcow2Chain(fresh(), true);
+    const result = await cli('merge', '--external', '--hdd', top, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(sameAs('qcow2', top, before)).toBe(true);
+    expect(extents('qcow2', top).every((e) => e.offset !== undefined)).toBe(true);
+  });
+
+  it('convert --expanding keeps only the non-zero clusters of a plain image', async () => {
+    const dir = fresh();
+    const file = join(dir, 'plain.qcow2');
+    img('create', '-q', '-f', 'qcow2', '-o', 'preallocation=falloc', file, '64M');
+    io('qcow2', file, 'write -P 0 0 32M', 'write -P 0x22 40M 1M');
+    const before = exportRaw('qcow2', file, join(dir, 'before.raw'));
+    const result = await cli('convert', '--expanding', '--hdd', file, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(sameAs('qcow2', file, before)).toBe(true);
+    expect(dataBytes('qcow2', file)).toBe(MiB);
+  });
+
+  it('merge on ploop: the fold neither allocates zeros nor keeps base clusters it overwrote with zeros', async () => {
+    const dir = fresh();
+    const base = join(dir, 'root.hds');
+    const top = join(dir, 'root.hds.1');
+    for (const file of [base, top]) img('create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', file, '64M');
+    io('parallels', base, 'write -P 0x11 0 4M');
+    io('parallels', top, 'write -P 0 0 2M', 'write -P 0 8M 4M', 'write -P 0x55 20M 1M');
+    writeFileSync(join(dir, 'DiskDescriptor.xml'), chainDescriptorXml(64, [top, base], [TOP_GUID, '{11111111-2222-3333-4444-555555555555}']));
+    // The chain as the guest sees it: the top over the base (qemu-img reads a delta alone, so compose by hand).
+    const composed = join(dir, 'before.raw');
+    exportRaw('parallels', base, composed);
+    const raw = join(dir, 'top.raw');
+    exportRaw('parallels', top, raw);
+    for (const e of extents('parallels', top).filter((x) => x.data)) {
+      const at = e.start / MiB;
+      execFileSync('dd', [`if=${raw}`, `of=${composed}`, 'bs=1M', `skip=${at}`, `seek=${at}`, `count=${e.length / MiB}`, 'conv=notrunc', 'status=none']);
+    }
+    const result = await cli('merge', '--hdd', dir, '--json');
+    expect(result.status, result.stderr).toBe(0);
+    expect(sameAs('parallels', base, composed)).toBe(true);
+    // 2-4 MiB of the base and the top's 1 MiB of 0x55; nothing for the zeros.
+    expect(dataBytes('parallels', base)).toBe(3 * MiB);
+  });
+});
