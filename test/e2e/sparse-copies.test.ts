@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
-import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+import { TOP_GUID, chainDescriptorXml, descriptorXml } from '../helpers/ploop.js';
+import { commitOverlayIntoPloop } from '../../src/commands/resize-ploop.js';
 
 const MiB = 1024 * 1024;
 const { fresh } = caseFolders('prl-sparse-copies-e2e-');
@@ -97,4 +98,26 @@ describe('copies never allocate an all-zero cluster', () => {
     // 2-4 MiB of the base and the top's 1 MiB of 0x55; nothing for the zeros.
     expect(dataBytes('parallels', base)).toBe(3 * MiB);
   });
+
+  for (const preallocated of [false, true]) {
+    it(`the resize commit into ploop ${preallocated ? 'keeps every cluster of a preallocated image' : 'releases the clusters it overwrote with zeros'}`, async () => {
+      const dir = fresh();
+      const delta = join(dir, 'root.hds');
+      const raw = join(dir, 'disk.raw');
+      img('create', '-q', '-f', 'raw', raw, '16M');
+      execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 0 4M', raw], { stdio: 'ignore' });
+      img('convert', '-f', 'raw', '-O', 'parallels', '-o', 'cluster_size=1M', ...(preallocated ? ['-S', '0'] : []), raw, delta);
+      writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptorXml({ sizeSectors: 16 * 2048, blockSizeSectors: 2048, preallocated, shots: [{ guid: TOP_GUID, file: 'root.hds', parent: '{00000000-0000-0000-0000-000000000000}' }] }));
+      // The appliance's writes, as the overlay holds them: zeros over 0-2 MiB (data) and 8-10 MiB (unallocated).
+      const overlay = join(dir, 'overlay.qcow2');
+      img('create', '-q', '-f', 'qcow2', '-b', delta, '-F', 'parallels', overlay);
+      io('qcow2', overlay, 'write -P 0 0 2M', 'write -P 0 8M 2M', 'write -P 0x33 12M 1M');
+      const after = exportRaw('qcow2', overlay, join(dir, 'after.raw'));
+      const progress = { step: () => undefined, update: () => undefined, done: () => undefined };
+      await commitOverlayIntoPloop(overlay, dir, progress, () => undefined);
+      expect(sameAs('parallels', delta, after)).toBe(true);
+      expect(dataBytes('parallels', delta)).toBe(preallocated ? 16 * MiB : 3 * MiB);
+      img('check', '-f', 'parallels', delta);
+    });
+  }
 });
