@@ -10,6 +10,7 @@ import { ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 import { qemuImg, parseProgress, repairLeaks } from '../formats/qcow2/qemu-img.js';
 import { zeroAllZeroClusters } from '../formats/qcow2/zero-clusters.js';
+import { createOverlayFile } from '../formats/qcow2/changes.js';
 import type { DiskFile } from '../partitions/io.js';
 import type { Progress } from '../util/progress.js';
 
@@ -98,8 +99,7 @@ export class Overlay {
   static async begin(base: DiskFile, sizeBytes: number, committer: Committer, options: OverlayOptions): Promise<Overlay> {
     const path = tempPathBeside(base.path, PURPOSE);
     const overlay = new Overlay(path, base, committer, options);
-    const create = ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${OVERLAY_CLUSTER_BYTES}`, '-b', base.path, '-F', base.format, path, String(sizeBytes)];
-    await qemuImg(create);
+    await createOverlayFile(path, base.path, base.format, { sizeBytes, clusterBytes: OVERLAY_CLUSTER_BYTES });
     return overlay;
   }
 
