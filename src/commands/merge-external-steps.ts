@@ -10,7 +10,7 @@ import { writeLeftoversNote } from './merge-leftovers.js';
 import { formatBytes } from '../util/units.js';
 
 export type ExternalStep =
-  | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number; detectZeroes: 'unmap' | 'on' }
+  | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }
   | { kind: 'pull-up'; top: string; layers: number; dataBytes: number; shared: string[] }
   | { kind: 'shrink-base'; base: string; sizeBytes: number }
   | { kind: 'note-intermediates'; note: string; top: string; resultFile: string; paths: string[] }
@@ -43,7 +43,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       context.progress.step('Committing the overlays into the base');
       // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
       try {
-        await commitChainInto(step.top, step.baseName, (fraction) => context.progress.update(fraction), { overlays: step.overlays, detect: step.detectZeroes });
+        await commitChainInto(step.top, step.baseName, (fraction) => context.progress.update(fraction));
       } catch (error) {
         // qemu-img takes the base's write lock when it opens it, before writing anything.
         if (isLockFailure(error)) throw inUseByOther(step.base);

@@ -87,10 +87,7 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
   const dataBytes = chain.slice(0, -1).reduce((sum, layer) => sum + layer.hostBytes, 0);
   requireSpace(facts.freeBytesAtBase, dataBytes, `the base "${base.path}" to take the overlays' data`);
   const baseName = chain[chain.length - 2]!.backingPath ?? base.path;
-  // Zeros the overlays hold as data reach the base as zero writes (issue 19): unmapped on a sparse base, kept
-  // allocated on a plain one (the same rule as resize-facts' isPlain), so that plain stays plain.
-  const detectZeroes = base.hostBytes >= base.virtualSizeBytes ? 'on' : 'unmap';
-  const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes, detectZeroes }];
+  const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
   if (base.virtualSizeBytes > top.virtualSizeBytes) steps.push({ kind: 'shrink-base', base: base.path, sizeBytes: top.virtualSizeBytes });
   // The note goes down before the rename (after it, the intermediates are no longer reachable from the top).
   const after = removals(base.path, ownLower.slice(0, -1));

@@ -40,11 +40,8 @@ export async function commitOverlay(overlayPath: string, onFraction: OnFraction)
 }
 
 /** Commits the layers above `baseName` (as named in the chain) into it; -b implies -d, so `top` keeps showing the same content. */
-export async function commitChainInto(top: string, baseName: string, onFraction: OnFraction, zeroes?: { overlays: number; detect: 'unmap' | 'on' }): Promise<void> {
-  // detect-zeroes on the base node only (`backing.` once per overlay): qemu-img commit has no option for it, so
-  // the top is named with --image-opts. Zeros an overlay holds as data then do not allocate in the base.
-  const image = zeroes ? ['--image-opts', `${qcow2ImageOpts(top)},${'backing.'.repeat(zeroes.overlays)}detect-zeroes=${zeroes.detect}`] : ['-f', 'qcow2', top];
-  await qemuImg(['commit', '-t', 'writeback', '-p', '-b', baseName, ...image], progressLines(onFraction));
+export async function commitChainInto(top: string, baseName: string, onFraction: OnFraction): Promise<void> {
+  await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', baseName, top], progressLines(onFraction));
 }
 
 /**
