@@ -5,7 +5,8 @@ import type { Context } from './context.js';
 import type { ChangeReport } from './report.js';
 import type { MergeRequest } from './request.js';
 import type { OpenedImage } from './open.js';
-import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
+import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
+import { executeCompact, planCompact } from '../formats/ploop/compact.js';
 import { clearInUse, clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from '../formats/ploop/delta.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { encodeEntry, offsetToEntry, slotOffset } from '../formats/ploop/bat.js';
@@ -61,17 +62,25 @@ function describeMerge(image: PloopImage, facts: PloopMergeFacts): string[] {
     `  1. Copy ${facts.overlayClusters} cluster(s) (${formatBytes(facts.overlayClusters * facts.clusterBytes)}) as the top sees them into the base, ${facts.appendedClusters} of them appended to it; each batch is written, fsynced, then entered in the base's BAT and fsynced.`,
     `  2. Rewrite DiskDescriptor.xml (atomically) so that the base is the only image, under the top's GUID.`,
     ...overlays.map((delta, i) => `  ${i + 3}. Remove the merged delta ${delta.path}.`),
+    ...(image.descriptor.preallocated ? [] : [`  ${overlays.length + 3}. Release the base's clusters that the fold left all-zero (the copy never allocates an all-zero cluster).`]),
   ];
 }
 
-/** Copies every cluster an overlay holds, as the top sees it, into the base (see the header comment). */
-async function foldDown(image: PloopImage, base: Delta, context: Context, total: number): Promise<void> {
+/**
+ * Copies every cluster an overlay holds, as the top sees it, into the base (see the header comment). An all-zero
+ * cluster the base does not hold is not copied (the base reads it as zeros; issue 19), unless the image is
+ * preallocated. Returns the base clusters overwritten with zeros, for release once the base is the only image.
+ */
+async function foldDown(image: PloopImage, base: Delta, context: Context, total: number): Promise<number[]> {
+  const sparse = !image.descriptor.preallocated;
+  const zeroed: number[] = [];
   const overlays = image.deltas.slice(0, -1);
   const cluster = image.clusterBytes;
   // v2 BAT entries count clusters from the start of the file; v1 entries count sectors.
   let next = formatVersion(base.header) === 1 ? alignUp(usedEndBytes(base), 512) : alignUp(usedEndBytes(base), cluster);
   let pending: [number, number][] = [];
   let done = 0;
+  const zeros = Buffer.alloc(cluster);
   const flush = (): void => {
     syncData(base, 'merged clusters written');
     if (pending.length === 0) return;
@@ -88,9 +97,12 @@ async function foldDown(image: PloopImage, base: Delta, context: Context, total:
     throwIfCancelled();
     const data = readFully(source.fd, cluster, clusterHostOffset(source, i)!);
     const inBase = clusterHostOffset(base, i);
+    const zero = sparse && data.equals(zeros);
     // Overwriting the base's own copy is invisible: an overlay shadows this cluster until the descriptor switch.
-    if (inBase !== undefined) writeData(base, data, inBase);
-    else {
+    if (inBase !== undefined) {
+      writeData(base, data, inBase);
+      if (zero) zeroed.push(i);
+    } else if (!zero) {
       writeData(base, data, next);
       pending.push([i, offsetToEntry(base.header, next)]);
       next += cluster;
@@ -103,6 +115,18 @@ async function foldDown(image: PloopImage, base: Delta, context: Context, total:
     context.progress.update(done / total);
   }
   flush();
+  return zeroed;
+}
+
+/** Drops the clusters the fold left all-zero from the (now only) base delta; a crash before it only costs space. */
+function releaseZeroed(folder: string, zeroed: readonly number[]): void {
+  if (zeroed.length === 0) return;
+  const image = openPloopImage(folder, { write: true });
+  try {
+    executeCompact(image, planCompact(layoutOf(image, 0), [], zeroed));
+  } finally {
+    closePloopImage(image);
+  }
 }
 
 export async function mergePloop(opened: OpenedImage, request: MergeRequest, context: Context): Promise<ChangeReport> {
@@ -138,9 +162,10 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     }
     const overlays = image.deltas.slice(0, -1).map((delta) => delta.path);
     const writableBase = openDelta(base.path, { write: true });
+    let zeroed: number[];
     try {
       context.progress.step('Folding the snapshot deltas into the base');
-      await foldDown(image, writableBase, context, Math.max(1, facts.overlayClusters));
+      zeroed = await foldDown(image, writableBase, context, Math.max(1, facts.overlayClusters));
       // The base now holds data: its header closes as ploop's check wants it (in-use 0, CIF_Empty up to date).
       clearInUse(writableBase);
       context.progress.done();
@@ -152,6 +177,7 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     close();
     for (const path of overlays) removeIfExists(path);
     fsyncDirectoryOf(overlays[0]!);
+    releaseZeroed(folder, zeroed);
     const hostBytesAfter = hostAllocatedBytes(base.path);
     return {
       kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan,

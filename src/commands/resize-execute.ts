@@ -111,6 +111,11 @@ export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context):
   return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.folder, progress, context.notice);
 }
 
+/** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize-overlay.ts). */
+export function beginOverlay(facts: Pick<DiskFacts, 'image' | 'disk' | 'plain'>, sizeBytes: number, context: Context): Promise<Overlay> {
+  return Overlay.begin(facts.disk, sizeBytes, committerFor(facts, context), { sparseZeroes: facts.image.format === 'qcow2' && !facts.plain });
+}
+
 export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: ResizeState, context: Context): Promise<void> {
   const current = (): DiskFile => state.overlay?.disk ?? facts.disk;
   const runStep = async (step: ResizeStep): Promise<void> => {
@@ -120,7 +125,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
         state.grownFrom = step.fromBytes;
         return;
       case 'begin-overlay':
-        state.overlay ??= await Overlay.begin(facts.disk, Math.max(plan.toBytes, plan.fromBytes), committerFor(facts, context));
+        state.overlay ??= await beginOverlay(facts, Math.max(plan.toBytes, plan.fromBytes), context);
         return;
       case 'shrink-content':
       case 'grow-content': {

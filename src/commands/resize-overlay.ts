@@ -9,10 +9,23 @@ import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../util/atomic
 import { ToolError } from '../util/errors.js';
 import { formatBytes } from '../util/units.js';
 import { qemuImg, parseProgress, repairLeaks } from '../formats/qcow2/qemu-img.js';
+import { zeroAllZeroClusters } from '../formats/qcow2/zero-clusters.js';
+import { createOverlayFile } from '../formats/qcow2/changes.js';
 import type { DiskFile } from '../partitions/io.js';
 import type { Progress } from '../util/progress.js';
 
 const PURPOSE = 'resize';
+/** The overlay's cluster size, stated at creation: the zero scan works at this granularity. */
+const OVERLAY_CLUSTER_BYTES = 65536;
+
+export interface OverlayOptions {
+  /**
+   * Turn the overlay's all-zero data clusters into zero clusters before the commit, so that zeros the appliance
+   * wrote do not allocate in the base. Off for a plain image (it stays fully allocated) and for ploop, whose
+   * commit skips zero pieces itself.
+   */
+  sparseZeroes: boolean;
+}
 
 export function commitPathFor(disk: DiskFile): string {
   return join(dirname(disk.path), `.${basename(disk.path)}.${PURPOSE}-commit.prl-tmp`);
@@ -78,14 +91,15 @@ export class Overlay {
     readonly path: string,
     private readonly base: DiskFile,
     private readonly committer: Committer,
+    private readonly options: OverlayOptions,
   ) {
     this.unregister = onExit(() => this.discard());
   }
 
-  static async begin(base: DiskFile, sizeBytes: number, committer: Committer): Promise<Overlay> {
+  static async begin(base: DiskFile, sizeBytes: number, committer: Committer, options: OverlayOptions): Promise<Overlay> {
     const path = tempPathBeside(base.path, PURPOSE);
-    const overlay = new Overlay(path, base, committer);
-    await qemuImg(['create', '-q', '-f', 'qcow2', '-b', base.path, '-F', base.format, path, String(sizeBytes)]);
+    const overlay = new Overlay(path, base, committer, options);
+    await createOverlayFile(path, base.path, base.format, { sizeBytes, clusterBytes: OVERLAY_CLUSTER_BYTES });
     return overlay;
   }
 
@@ -95,6 +109,12 @@ export class Overlay {
 
   /** Makes the overlay's changes the image's; from the rename on, a crash is completed by the next run. */
   async commit(progress: Progress): Promise<void> {
+    // Before the rename: a crash here leaves an abandoned overlay, which the next run removes.
+    if (this.options.sparseZeroes) {
+      progress.step('Finding the zero-filled clusters the changes wrote');
+      await zeroAllZeroClusters(this.path, OVERLAY_CLUSTER_BYTES);
+      progress.done();
+    }
     const pending = commitPathFor(this.base);
     renameSync(this.path, pending);
     fsyncDirectoryOf(pending);

@@ -4,9 +4,15 @@
 // Order per new cluster: data written and fsynced, then its BAT entry (ploop1_image.h: a BAT entry never points
 // at unwritten data). Clusters already allocated are overwritten in place; the commit is re-run whole by the next
 // run if it is interrupted, so a half-written cluster is rewritten.
+//
+// Zeros stay sparse (issue 19): a zero piece never allocates a cluster, and a cluster that the writes left all
+// zeros is released afterwards (compaction of the top delta), unless the image is preallocated (plain stays plain).
 import { closeSync, openSync, readSync } from 'node:fs';
 import { map } from '../formats/qcow2/qemu-img.js';
-import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
+import { type PloopImage, closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
+import { executeCompact, planCompact } from '../formats/ploop/compact.js';
+import { entryToOffset } from '../formats/ploop/bat.js';
+import { readFully } from '../util/file-io.js';
 import { type Delta, clearInUse, clusterHostOffset, markInUse, syncData, usedEndBytes, writeData, writeEntry } from '../formats/ploop/delta.js';
 import { clusterBytes } from '../formats/ploop/header.js';
 import { offsetToEntry } from '../formats/ploop/bat.js';
@@ -19,6 +25,8 @@ import type { SectorWrite } from '../partitions/gpt.js';
 class VirtualWriter {
   private end: number;
   private readonly cluster: number;
+  /** Allocated clusters that received an all-zero piece in place: candidates for release. */
+  readonly zeroedInPlace = new Set<number>();
 
   constructor(private readonly delta: Delta) {
     this.cluster = clusterBytes(delta.header);
@@ -33,9 +41,11 @@ class VirtualWriter {
       const within = at % this.cluster;
       const piece = data.subarray(done, done + Math.min(data.length - done, this.cluster - within));
       const host = clusterHostOffset(this.delta, index);
+      const zero = piece.every((b) => b === 0);
       if (host !== undefined) {
         writeData(this.delta, piece, host + within);
-      } else if (!piece.every((b) => b === 0)) {
+        if (zero) this.zeroedInPlace.add(index);
+      } else if (!zero) {
         // A single-delta image reads unallocated clusters as zeros: the new cluster is zeros plus the piece.
         const whole = Buffer.alloc(this.cluster);
         piece.copy(whole, within);
@@ -54,6 +64,18 @@ class VirtualWriter {
   }
 }
 
+/** Drops from the top delta the candidate clusters that now hold only zeros (not those a lower delta also holds). */
+function releaseZeroClusters(image: PloopImage, candidates: ReadonlySet<number>): void {
+  if (candidates.size === 0) return;
+  const delta = image.deltas[0]!;
+  const cluster = clusterBytes(delta.header);
+  const zeros = Buffer.alloc(cluster);
+  const zero = [...candidates].filter((index) => delta.bat[index] !== 0 && readFully(delta.fd, cluster, entryToOffset(delta.header, delta.bat[index]!)).equals(zeros));
+  if (zero.length === 0) return;
+  const lower = image.deltas.slice(1).map((_, i) => layoutOf(image, i + 1));
+  executeCompact(image, planCompact(layoutOf(image, 0), lower, zero));
+}
+
 function withPloopWriter(folder: string, notice: (message: string) => void, body: (writer: VirtualWriter) => void): void {
   const image = openPloopImage(folder, { write: true });
   try {
@@ -66,6 +88,7 @@ function withPloopWriter(folder: string, notice: (message: string) => void, body
     const writer = new VirtualWriter(delta);
     body(writer);
     writer.finish();
+    if (!image.descriptor.preallocated) releaseZeroClusters(image, writer.zeroedInPlace);
     clearInUse(delta);
   } finally {
     closePloopImage(image);

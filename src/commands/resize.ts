@@ -7,8 +7,8 @@ import { openImage } from './open.js';
 import { assertConsistent, readDiskFacts, diskFile } from './resize-facts.js';
 import { measureContent, sizeLimits, type SizeLimits } from './resize-info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan } from './resize-plan.js';
-import { Overlay, checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
-import { type ResizeState, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './resize-execute.js';
+import { checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
+import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './resize-execute.js';
 import { describePlan } from '../plan/plan.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { removeIfExists } from '../util/atomic.js';
@@ -71,7 +71,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       const needsGuest = facts.content!.fs.measuresInGuest;
       if (needsGuest && !request.dryRun) {
         checkFreeSpace(facts.disk, 64 * MiB + Math.min(facts.sizeBytes - request.sizeBytes, image.hostBytes));
-        state.overlay = await Overlay.begin(facts.disk, facts.sizeBytes, committerFor(facts, context));
+        state.overlay = await beginOverlay(facts, facts.sizeBytes, context);
       }
       const drive = state.overlay?.disk ?? facts.disk;
       const measured = await measureContent(facts, () => launchGuest(state, drive, request.dryRun, context));
