@@ -2,12 +2,12 @@
 import type { Request } from './request.js';
 import type { Context } from './context.js';
 import type { Report } from './report.js';
-import { compactInfo } from './compact-info.js';
-import { compact } from './compact.js';
-import { resizeInfo } from './resize-info.js';
-import { resize } from './resize.js';
-import { runMerge } from './merge.js';
-import { runConvert } from './convert.js';
+import { compactInfo } from './compact/info.js';
+import { compact } from './compact/compact.js';
+import { resizeInfo } from './resize/info.js';
+import { resize } from './resize/resize.js';
+import { runMerge } from './merge/merge.js';
+import { runConvert } from './convert/convert.js';
 
 type Operational = Exclude<Request, { kind: 'help' } | { kind: 'usage' }>;
 

@@ -12,9 +12,9 @@ import { runCli } from '../helpers/cli.js';
 import { allocated, sums } from '../helpers/images.js';
 import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
 import { MiB, info, resize } from './resize-support.js';
-import { readDiskFacts } from '../../src/commands/resize-facts.js';
-import { executeResize } from '../../src/commands/resize-execute.js';
-import type { ResizePlan } from '../../src/commands/resize-plan.js';
+import { readDiskFacts } from '../../src/commands/resize/facts.js';
+import { executeResize } from '../../src/commands/resize/execute.js';
+import type { ResizePlan } from '../../src/commands/resize/plan.js';
 import { loadImage } from '../../src/formats/image.js';
 
 const { fresh } = caseFolders('prl-resize-minimum-');

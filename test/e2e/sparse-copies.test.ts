@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
 import { TOP_GUID, chainDescriptorXml, descriptorXml } from '../helpers/ploop.js';
-import { commitOverlayIntoPloop } from '../../src/commands/resize-ploop.js';
+import { commitOverlayIntoPloop } from '../../src/commands/resize/ploop.js';
 
 const MiB = 1024 * 1024;
 const { fresh } = caseFolders('prl-sparse-copies-e2e-');

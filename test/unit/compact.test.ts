@@ -1,9 +1,9 @@
 // The pure parts of compact: range arithmetic, the trim plan over a guest layout, the estimate's arithmetic.
 import { describe, expect, it } from 'vitest';
-import { alignInward, coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters } from '../../src/commands/compact-ranges.js';
-import { gapRanges, planTrims, type GuestLayout } from '../../src/commands/compact-trim.js';
-import { discardedRanges } from '../../src/commands/compact-discover.js';
-import { heldByLowerLayers, reclaimableBytes } from '../../src/commands/compact-qcow2.js';
+import { alignInward, coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters } from '../../src/commands/compact/ranges.js';
+import { gapRanges, planTrims, type GuestLayout } from '../../src/commands/compact/trim.js';
+import { discardedRanges } from '../../src/commands/compact/discover.js';
+import { heldByLowerLayers, reclaimableBytes } from '../../src/commands/compact/qcow2.js';
 
 const K = 1024;
 const M = 1024 * K;
@@ -134,7 +134,7 @@ describe('estimate arithmetic', () => {
 
 describe('ploop host bytes freed', () => {
   it('counts the data cut off the tail, less the sparse holes the moved clusters fill', async () => {
-    const { hostBytesFreed } = await import('../../src/commands/compact-ploop.js');
+    const { hostBytesFreed } = await import('../../src/commands/compact/ploop.js');
     const plan = {
       steps: [
         { kind: 'mark-in-use' as const, dropsExtension: false },

@@ -1,6 +1,6 @@
 // The qcow2 convert planner: already in the requested state, refusals, space, and the steps with their options.
 import { describe, expect, it } from 'vitest';
-import { planQcow2Convert, describeConvertStep, type Qcow2ConvertFacts } from '../../src/commands/convert-qcow2.js';
+import { planQcow2Convert, describeConvertStep, type Qcow2ConvertFacts } from '../../src/commands/convert/qcow2.js';
 import { ToolError } from '../../src/util/errors.js';
 
 const MiB = 1024 * 1024;

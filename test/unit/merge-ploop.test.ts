@@ -1,8 +1,8 @@
 // The descriptor edit that ends a ploop merge, the branch refusal, and the ploop convert no-op rule.
 import { describe, expect, it } from 'vitest';
 import { parseDescriptor, serializeDescriptor } from '../../src/formats/ploop/descriptor.js';
-import { refuseBranches, setSingleImage } from '../../src/commands/merge-ploop-descriptor.js';
-import { ploopConvertIsNoop } from '../../src/commands/convert-ploop.js';
+import { refuseBranches, setSingleImage } from '../../src/commands/merge/ploop-descriptor.js';
+import { ploopConvertIsNoop } from '../../src/commands/convert/ploop.js';
 import type { ConvertPlan } from '../../src/formats/ploop/convert.js';
 
 const TOP = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { linkSync, mkdirSync, mkdtempSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { planExternalMerge, type ChainFacts } from '../../src/commands/merge-external.js';
-import { findLeftovers } from '../../src/commands/merge-leftovers.js';
-import { placeLayers } from '../../src/commands/merge-external-layers.js';
+import { planExternalMerge, type ChainFacts } from '../../src/commands/merge/external.js';
+import { findLeftovers } from '../../src/commands/merge/leftovers.js';
+import { placeLayers } from '../../src/commands/merge/external-layers.js';
 
 const MiB = 1024 * 1024;
 const layer = (path: string): ChainFacts['chain'][number] => ({ path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, hostBytes: 4 * MiB });

@@ -1,5 +1,5 @@
 // DiskFacts for planner tests: a real sfdisk-made table read natively, with the content given by type and size.
-import type { DiskFacts } from '../../src/commands/resize-facts.js';
+import type { DiskFacts } from '../../src/commands/resize/facts.js';
 import { filesystemFor } from '../../src/fs/registry.js';
 import type { FsProbe } from '../../src/fs/types.js';
 import { lastPartition, readTable } from '../../src/partitions/table.js';

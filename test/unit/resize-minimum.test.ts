@@ -1,11 +1,11 @@
 // The no-cut rule, table-driven: which allocated bytes a structure proves free, the smallest safe size, the numbers
 // resize --info derives from it, the planner's refusals, qemu-img map's preallocation layout and the ploop BATs.
 import { afterAll, describe, expect, it } from 'vitest';
-import { assertCutIsFree, dataEndBytes, formatExactSize, proofOf, type Proof } from '../../src/commands/resize-minimum.js';
-import { planResize } from '../../src/commands/resize-plan.js';
-import { sizeLimits } from '../../src/commands/resize-info.js';
-import { rollbackFailedMessage } from '../../src/commands/resize.js';
-import type { DiskFacts } from '../../src/commands/resize-facts.js';
+import { assertCutIsFree, dataEndBytes, formatExactSize, proofOf, type Proof } from '../../src/commands/resize/minimum.js';
+import { planResize } from '../../src/commands/resize/plan.js';
+import { sizeLimits } from '../../src/commands/resize/info.js';
+import { rollbackFailedMessage } from '../../src/commands/resize/resize.js';
+import type { DiskFacts } from '../../src/commands/resize/facts.js';
 import { dataExtents, isPreallocatedLayout } from '../../src/formats/qcow2/allocation.js';
 import type { MapExtent } from '../../src/formats/qcow2/qemu-img.js';
 import { allocatedRanges } from '../../src/formats/ploop/allocation.js';

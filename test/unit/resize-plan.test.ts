@@ -1,8 +1,8 @@
 // The resize planner, table-driven on a real sfdisk-made GPT: which steps, in which order, with which geometry,
 // and which requests are refused while planning.
 import { afterAll, describe, expect, it } from 'vitest';
-import { planResize } from '../../src/commands/resize-plan.js';
-import type { DiskFacts } from '../../src/commands/resize-facts.js';
+import { planResize } from '../../src/commands/resize/plan.js';
+import type { DiskFacts } from '../../src/commands/resize/facts.js';
 import { cleanup } from './partitions/disk-fixture.js';
 import { planFacts } from './plan-fixture.js';
 

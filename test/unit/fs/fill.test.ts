@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { identify, PROBE_BYTES } from '../../../src/fs/registry.js';
-import { planResize } from '../../../src/commands/resize-plan.js';
-import type { DiskFacts } from '../../../src/commands/resize-facts.js';
+import { planResize } from '../../../src/commands/resize/plan.js';
+import type { DiskFacts } from '../../../src/commands/resize/facts.js';
 import { cleanup } from '../partitions/disk-fixture.js';
 import { planFacts } from '../plan-fixture.js';
 

@@ -1,12 +1,12 @@
 // What resize writes into a ploop image: the overlay's clusters (the commit) and the table sectors of a plain
 // resize, both through the ploop engine's writer (formats/ploop/writer.ts).
 import { closeSync, openSync, readSync } from 'node:fs';
-import { map } from '../formats/qcow2/qemu-img.js';
-import { withPloopWriter } from '../formats/ploop/writer.js';
-import { throwIfCancelled } from '../util/cancel.js';
-import { ToolError } from '../util/errors.js';
-import type { Progress } from '../util/progress.js';
-import type { SectorWrite } from '../partitions/gpt.js';
+import { map } from '../../formats/qcow2/qemu-img.js';
+import { withPloopWriter } from '../../formats/ploop/writer.js';
+import { throwIfCancelled } from '../../util/cancel.js';
+import { ToolError } from '../../util/errors.js';
+import type { Progress } from '../../util/progress.js';
+import type { SectorWrite } from '../../partitions/gpt.js';
 
 export function writePloopSectors(folder: string, writes: readonly SectorWrite[], notice: (message: string) => void): void {
   withPloopWriter(folder, notice, (writer) => {

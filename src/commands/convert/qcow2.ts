@@ -1,14 +1,14 @@
 // convert on qcow2: facts (options to keep, plain or not, space), a pure planner, and the copy-and-rename executor.
-import type { Context } from './context.js';
-import { map, parseProgress, qemuImg, check } from '../formats/qcow2/qemu-img.js';
-import { readLayer } from './merge-chain.js';
-import { copyOwnership } from './merge-host.js';
-import type { Plan } from '../plan/plan.js';
-import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '../util/atomic.js';
-import { onExit } from '../util/cancel.js';
-import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
+import type { Context } from '../context.js';
+import { map, parseProgress, qemuImg, check } from '../../formats/qcow2/qemu-img.js';
+import { readLayer } from '../../formats/qcow2/layers.js';
+import { copyOwnership } from '../../util/host-files.js';
+import type { Plan } from '../../plan/plan.js';
+import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '../../util/atomic.js';
+import { onExit } from '../../util/cancel.js';
+import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../../util/space.js';
 
 export type ConvertTarget = 'plain' | 'expanding';
 

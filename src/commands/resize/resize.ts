@@ -1,21 +1,21 @@
 // resize --size [--resize_partition]: gather facts, measure the content when it must shrink, plan, then (unless
 // --dry-run) execute; the change report gives sizes and host allocation before and after, and the steps.
-import type { Context } from './context.js';
-import type { ResizeRequest } from './request.js';
-import type { ChangeReport } from './report.js';
-import { openImage } from './open.js';
-import { assertConsistent, readDiskFacts, diskFile } from './resize-facts.js';
-import { measureContent, sizeLimits, type SizeLimits } from './resize-info.js';
-import { contentMustShrink, describeStep, planResize, type ResizePlan } from './resize-plan.js';
-import { checkFreeSpace, finishInterruptedCommit, staleOverlays } from './resize-overlay.js';
-import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './resize-execute.js';
-import { describePlan } from '../plan/plan.js';
-import { loadImage, type Image } from '../formats/image.js';
-import { removeIfExists } from '../util/atomic.js';
-import { MiB, formatBytes } from '../util/units.js';
-import { formatExactSize } from './resize-minimum.js';
-import { requireFreeSpace } from '../util/space.js';
-import { debug } from '../util/log.js';
+import type { Context } from '../context.js';
+import type { ResizeRequest } from '../request.js';
+import type { ChangeReport } from '../report.js';
+import { openImage } from '../open.js';
+import { assertConsistent, readDiskFacts, diskFile } from './facts.js';
+import { measureContent, sizeLimits, type SizeLimits } from './info.js';
+import { contentMustShrink, describeStep, planResize, type ResizePlan } from './plan.js';
+import { checkFreeSpace, finishInterruptedCommit, staleOverlays } from './overlay.js';
+import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './execute.js';
+import { describePlan } from '../../plan/plan.js';
+import { loadImage, type Image } from '../../formats/image.js';
+import { removeIfExists } from '../../util/atomic.js';
+import { MiB, formatBytes } from '../../util/units.js';
+import { formatExactSize } from './minimum.js';
+import { requireFreeSpace } from '../../util/space.js';
+import { debug } from '../../util/log.js';
 
 /** Worst case of the overlay: a grow writes new metadata (about 2 % of the new space), a shrink moves data. */
 export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {

@@ -1,11 +1,11 @@
 // compact --info: the block counts and the reclaimable estimate, under a shared lock, never writing the image.
-import type { CompactInfoReport } from './report.js';
-import type { Context } from './context.js';
-import { openImage } from './open.js';
-import { closePloopImage } from '../formats/ploop/image.js';
-import { estimateQcow2 } from './compact-qcow2.js';
-import { estimatePloop, openForCompact } from './compact-ploop.js';
-import type { BlockEstimate } from './compact-discover.js';
+import type { CompactInfoReport } from '../report.js';
+import type { Context } from '../context.js';
+import { openImage } from '../open.js';
+import { closePloopImage } from '../../formats/ploop/image.js';
+import { estimateQcow2 } from './qcow2.js';
+import { estimatePloop, openForCompact } from './ploop.js';
+import type { BlockEstimate } from './discover.js';
 
 function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
   return {

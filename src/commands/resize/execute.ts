@@ -1,21 +1,21 @@
 // Walks a resize plan: qemu-img for the image's size, qemu-io for table and swap sectors, the appliance (on the
 // overlay) for filesystems. The appliance is closed before qemu-io or the commit touch the overlay (QEMU locks).
-import type { Context } from './context.js';
-import { type DiskFacts, readAllocation } from './resize-facts.js';
-import { assertCutIsFree, dataEndBytes, proofOf } from './resize-minimum.js';
-import { type ResizePlan, type ResizeStep, describeStep } from './resize-plan.js';
-import { Overlay, qemuCommit, type Committer } from './resize-overlay.js';
-import { commitOverlayIntoPloop, writePloopSectors } from './resize-ploop.js';
-import { executePlan } from '../plan/plan.js';
-import { shielded, throwIfCancelled } from '../util/cancel.js';
-import { GuestSession } from '../guest/session.js';
-import { qemuImg } from '../formats/qcow2/qemu-img.js';
-import { type DiskFile, imageSource, writeSectors } from '../partitions/io.js';
-import { readTable } from '../partitions/table.js';
-import { PROBE_BYTES, identify } from '../fs/registry.js';
-import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
-import { executeResize as executePloopResize, planResize as planPloopResize } from '../formats/ploop/resize.js';
-import { filesystemFor } from '../fs/registry.js';
+import type { Context } from '../context.js';
+import { type DiskFacts, readAllocation } from './facts.js';
+import { assertCutIsFree, dataEndBytes, proofOf } from './minimum.js';
+import { type ResizePlan, type ResizeStep, describeStep } from './plan.js';
+import { Overlay, qemuCommit, type Committer } from './overlay.js';
+import { commitOverlayIntoPloop, writePloopSectors } from './ploop.js';
+import { executePlan } from '../../plan/plan.js';
+import { shielded, throwIfCancelled } from '../../util/cancel.js';
+import { GuestSession } from '../../guest/session.js';
+import { qemuImg } from '../../formats/qcow2/qemu-img.js';
+import { type DiskFile, imageSource, writeSectors } from '../../partitions/io.js';
+import { readTable } from '../../partitions/table.js';
+import { PROBE_BYTES, identify } from '../../fs/registry.js';
+import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../../formats/ploop/image.js';
+import { executeResize as executePloopResize, planResize as planPloopResize } from '../../formats/ploop/resize.js';
+import { filesystemFor } from '../../fs/registry.js';
 
 /** What the executor holds across steps; the command closes and discards it on every exit path. */
 export interface ResizeState {
@@ -111,7 +111,7 @@ export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context):
   return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.folder, progress, context.notice);
 }
 
-/** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize-overlay.ts). */
+/** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize/overlay.ts). */
 export function beginOverlay(facts: Pick<DiskFacts, 'image' | 'disk' | 'plain'>, sizeBytes: number, context: Context): Promise<Overlay> {
   return Overlay.begin(facts.disk, sizeBytes, committerFor(facts, context), { sparseZeroes: facts.image.format === 'qcow2' && !facts.plain });
 }

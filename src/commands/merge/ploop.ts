@@ -1,17 +1,17 @@
 // merge on ploop: every snapshot delta folded down into the base in place, the descriptor then names the base as the
 // only image (under the top's GUID, as ploop's own merge does), and the merged delta files are removed.
 // Why what the chain shows never changes, and the crash states: docs/merge-convert.md.
-import type { Context } from './context.js';
-import type { ChangeReport } from './report.js';
-import type { MergeRequest } from './request.js';
-import type { OpenedImage } from './open.js';
-import { writeDescriptor } from '../formats/ploop/descriptor.js';
-import { refuseBranches, setSingleImage } from './merge-ploop-descriptor.js';
-import { fsyncDirectoryOf, removeIfExists } from '../util/atomic.js';
-import { formatBytes } from '../util/units.js';
-import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
-import { foldIntoBase, releaseZeroed, surveyPloopMerge, type PloopMergeFacts } from '../formats/ploop/fold.js';
-import { hostAllocatedBytes, requireFreeSpace } from '../util/space.js';
+import type { Context } from '../context.js';
+import type { ChangeReport } from '../report.js';
+import type { MergeRequest } from '../request.js';
+import type { OpenedImage } from '../open.js';
+import { writeDescriptor } from '../../formats/ploop/descriptor.js';
+import { refuseBranches, setSingleImage } from './ploop-descriptor.js';
+import { fsyncDirectoryOf, removeIfExists } from '../../util/atomic.js';
+import { formatBytes } from '../../util/units.js';
+import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { foldIntoBase, releaseZeroed, surveyPloopMerge, type PloopMergeFacts } from '../../formats/ploop/fold.js';
+import { hostAllocatedBytes, requireFreeSpace } from '../../util/space.js';
 
 function describeMerge(image: PloopImage, facts: PloopMergeFacts): string[] {
   const base = image.deltas[image.deltas.length - 1]!;

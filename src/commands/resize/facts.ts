@@ -1,17 +1,17 @@
 // What resize and resize --info know before deciding anything: the image, its partition table, the last
 // partition and what it holds; all read natively (qemu-io), without the appliance.
-import type { Image } from '../formats/image.js';
-import { ImageInvalid, Refused } from '../util/errors.js';
-import { CommandFailed } from '../util/exec.js';
-import { check, freeLeaks } from '../formats/qcow2/qemu-img.js';
-import { closePloopImage, openPloopImage, recoverPloopImage } from '../formats/ploop/image.js';
-import { SECTOR_BYTES } from '../util/units.js';
-import { type ByteSource, type DiskFile, imageSource } from '../partitions/io.js';
-import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../partitions/table.js';
-import { type Identified, PROBE_BYTES, identify } from '../fs/registry.js';
-import { readAllocation as readQcow2Allocation } from '../formats/qcow2/allocation.js';
-import { readAllocation as readPloopAllocation } from '../formats/ploop/allocation.js';
-import type { Range } from './compact-ranges.js';
+import type { Image } from '../../formats/image.js';
+import { ImageInvalid, Refused } from '../../util/errors.js';
+import { CommandFailed } from '../../util/exec.js';
+import { check, freeLeaks } from '../../formats/qcow2/qemu-img.js';
+import { closePloopImage, openPloopImage, recoverPloopImage } from '../../formats/ploop/image.js';
+import { SECTOR_BYTES } from '../../util/units.js';
+import { type ByteSource, type DiskFile, imageSource } from '../../partitions/io.js';
+import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../../partitions/table.js';
+import { type Identified, PROBE_BYTES, identify } from '../../fs/registry.js';
+import { readAllocation as readQcow2Allocation } from '../../formats/qcow2/allocation.js';
+import { readAllocation as readPloopAllocation } from '../../formats/ploop/allocation.js';
+import type { Range } from '../compact/ranges.js';
 
 export interface DiskFacts {
   image: Image;

@@ -2,9 +2,9 @@
 // ploop_di_merge_image does: references to the merged parent move to the child's GUID, so TopGUID stays valid).
 // Edits the parsed tree in place; unknown nodes are kept.
 import type { Element } from '@xmldom/xmldom';
-import type { PloopDescriptor } from '../formats/ploop/descriptor.js';
-import { removeElement } from '../formats/ploop/descriptor-text.js';
-import { NotSupported } from '../util/errors.js';
+import type { PloopDescriptor } from '../../formats/ploop/descriptor.js';
+import { removeElement } from '../../formats/ploop/descriptor-text.js';
+import { NotSupported } from '../../util/errors.js';
 
 function children(parent: Element, name: string): Element[] {
   const out: Element[] = [];

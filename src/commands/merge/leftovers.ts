@@ -6,8 +6,8 @@
 // acted on. Anything else is ignored with a warning and left where it is: nothing outside the folder is touched.
 import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { findStaleTemporaries, fsyncDirectoryOf, tempPathBeside } from '../util/atomic.js';
-import { writeFully } from '../util/file-io.js';
+import { findStaleTemporaries, fsyncDirectoryOf, tempPathBeside } from '../../util/atomic.js';
+import { writeFully } from '../../util/file-io.js';
 
 const PURPOSE = 'merge-leftovers';
 const WRITER = 'prl-disk-tool merge --external';

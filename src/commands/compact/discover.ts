@@ -1,15 +1,15 @@
 // Finding the free space of a disk without writing to it: trim inside a throwaway qcow2 overlay backed by
 // the image, then read back which clusters of the overlay the trims turned into zero clusters.
-import { GuestSession, type Drive } from '../guest/session.js';
-import { map, type QemuFormat } from '../formats/qcow2/qemu-img.js';
-import type { Context } from './context.js';
-import { createOverlay } from './compact-host.js';
-import { discardGuestRanges } from '../formats/qcow2/qemu-io.js';
-import { normalize, type Range } from './compact-ranges.js';
-import { imageSource } from '../partitions/io.js';
-import { readTable } from '../partitions/table.js';
-import { SECTOR_BYTES } from '../util/units.js';
-import { checkTrimmable, hostDiscards, inspectGuest, planTrims, runGuestTrims, type GuestLayout, type TrimStep } from './compact-trim.js';
+import { GuestSession, type Drive } from '../../guest/session.js';
+import { map, type QemuFormat } from '../../formats/qcow2/qemu-img.js';
+import type { Context } from '../context.js';
+import { createOverlay } from './host.js';
+import { discardGuestRanges } from '../../formats/qcow2/qemu-io.js';
+import { normalize, type Range } from './ranges.js';
+import { imageSource } from '../../partitions/io.js';
+import { readTable } from '../../partitions/table.js';
+import { SECTOR_BYTES } from '../../util/units.js';
+import { checkTrimmable, hostDiscards, inspectGuest, planTrims, runGuestTrims, type GuestLayout, type TrimStep } from './trim.js';
 
 export interface TrimSession {
   layout: GuestLayout;

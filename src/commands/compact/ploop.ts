@@ -1,15 +1,15 @@
 // compact and its estimate for ploop: the free clusters found in an overlay, then the ploop engine drops
 // them from the BAT, moves tail clusters into the holes and truncates the delta (QEMU's parallels driver
 // ignores discard, so this is ours to do).
-import { openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
-import { qemuDeltaChain } from '../formats/ploop/qemu-chain.js';
-import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompact, type CompactPlan } from '../formats/ploop/compact.js';
-import { MiB } from '../util/units.js';
-import type { Context } from './context.js';
-import { discoverFreeSpace, type BlockEstimate } from './compact-discover.js';
-import { coveredClusters, intersect, normalize, totalBytes, type Range } from './compact-ranges.js';
-import { map } from '../formats/qcow2/qemu-img.js';
-import { run, CommandFailed } from '../util/exec.js';
+import { openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { qemuDeltaChain } from '../../formats/ploop/qemu-chain.js';
+import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompact, type CompactPlan } from '../../formats/ploop/compact.js';
+import { MiB } from '../../util/units.js';
+import type { Context } from '../context.js';
+import { discoverFreeSpace, type BlockEstimate } from './discover.js';
+import { coveredClusters, intersect, normalize, totalBytes, type Range } from './ranges.js';
+import { map } from '../../formats/qcow2/qemu-img.js';
+import { run, CommandFailed } from '../../util/exec.js';
 
 /** qcow2 clusters stop at 2 MiB; a larger ploop cluster is free when every overlay cluster in it is. */
 const MAX_OVERLAY_CLUSTER_BYTES = 2 * MiB;

@@ -1,17 +1,17 @@
 // compact: free the host space held by clusters no filesystem uses, in place (qcow2 by discard, ploop by
 // dropping clusters from the BAT). --dry-run measures the same in a throwaway overlay and changes nothing.
-import type { ChangeFacts, ChangeReport } from './report.js';
-import type { Context } from './context.js';
-import { openImage } from './open.js';
-import type { Qcow2Image } from '../formats/image.js';
-import { closePloopImage } from '../formats/ploop/image.js';
-import { formatBytes } from '../util/units.js';
-import { describeTrimStep, type TrimStep } from './compact-trim.js';
-import { compactQcow2, estimateQcow2 } from './compact-qcow2.js';
-import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './compact-ploop.js';
-import { capitalize } from './compact-info.js';
-import { hostAllocatedBytes } from '../util/space.js';
-import { findStaleTemporaries, removeIfExists } from '../util/atomic.js';
+import type { ChangeFacts, ChangeReport } from '../report.js';
+import type { Context } from '../context.js';
+import { openImage } from '../open.js';
+import type { Qcow2Image } from '../../formats/image.js';
+import { closePloopImage } from '../../formats/ploop/image.js';
+import { formatBytes } from '../../util/units.js';
+import { describeTrimStep, type TrimStep } from './trim.js';
+import { compactQcow2, estimateQcow2 } from './qcow2.js';
+import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './ploop.js';
+import { capitalize } from './info.js';
+import { hostAllocatedBytes } from '../../util/space.js';
+import { findStaleTemporaries, removeIfExists } from '../../util/atomic.js';
 
 interface Outcome {
   plan: string[];

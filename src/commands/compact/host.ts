@@ -3,10 +3,10 @@ import { accessSync, constants, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { onExit } from '../util/cancel.js';
-import { removeIfExists, tempPathBeside, fsyncPath } from '../util/atomic.js';
-import { check, type QemuFormat } from '../formats/qcow2/qemu-img.js';
-import { createOverlayFile } from '../formats/qcow2/changes.js';
+import { onExit } from '../../util/cancel.js';
+import { removeIfExists, tempPathBeside, fsyncPath } from '../../util/atomic.js';
+import { check, type QemuFormat } from '../../formats/qcow2/qemu-img.js';
+import { createOverlayFile } from '../../formats/qcow2/changes.js';
 
 function writableFolder(path: string): boolean {
   try {

@@ -1,10 +1,10 @@
 // Reads a qcow2 backing chain one file at a time with the format always named: a layer whose backing
 // format is not recorded is refused instead of letting qemu-img probe it.
 import { realpathSync } from 'node:fs';
-import { qemuImg } from '../formats/qcow2/qemu-img.js';
-import { CommandFailed } from '../util/exec.js';
-import { probeReadWriteOpen } from '../formats/qcow2/qemu-io.js';
-import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
+import { qemuImg } from './qemu-img.js';
+import { CommandFailed } from '../../util/exec.js';
+import { probeReadWriteOpen } from './qemu-io.js';
+import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
 
 export interface Layer {
   /** Absolute, symlinks resolved. */

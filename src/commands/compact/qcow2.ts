@@ -1,14 +1,14 @@
 // compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
-import { check as checkImage, freeLeaks, map, type MapExtent } from '../formats/qcow2/qemu-img.js';
-import type { Qcow2Image } from '../formats/image.js';
-import type { Context } from './context.js';
-import { truncateQcow2Tail } from './compact-host.js';
-import { requireConsistentQcow2 } from './merge-host.js';
-import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './compact-discover.js';
-import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from './compact-ranges.js';
-import { snapshotSharedRanges } from '../formats/qcow2/sharing.js';
-import { formatBytes } from '../util/units.js';
-import { hostAllocatedBytes } from '../util/space.js';
+import { check as checkImage, freeLeaks, map, type MapExtent } from '../../formats/qcow2/qemu-img.js';
+import type { Qcow2Image } from '../../formats/image.js';
+import type { Context } from '../context.js';
+import { truncateQcow2Tail } from './host.js';
+import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
+import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './discover.js';
+import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from './ranges.js';
+import { snapshotSharedRanges } from '../../formats/qcow2/sharing.js';
+import { formatBytes } from '../../util/units.js';
+import { hostAllocatedBytes } from '../../util/space.js';
 
 const DEFAULT_CLUSTER_BYTES = 65536;
 

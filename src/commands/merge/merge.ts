@@ -1,18 +1,18 @@
 // merge: deletes the internal snapshots of a qcow2 image, keeping its current state; dispatches --external and ploop.
-import type { MergeRequest } from './request.js';
-import type { Context } from './context.js';
-import type { ChangeReport } from './report.js';
-import { openImage } from './open.js';
-import type { Qcow2Image } from '../formats/image.js';
-import { infoChain, freeLeaks, type Snapshot } from '../formats/qcow2/qemu-img.js';
-import { describePlan, executePlan, type Plan } from '../plan/plan.js';
-import { ToolError } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { requireConsistentQcow2 } from './merge-host.js';
-import { deleteSnapshot } from '../formats/qcow2/changes.js';
-import { mergeExternal } from './merge-external.js';
-import { mergePloop } from './merge-ploop.js';
-import { hostAllocatedBytes } from '../util/space.js';
+import type { MergeRequest } from '../request.js';
+import type { Context } from '../context.js';
+import type { ChangeReport } from '../report.js';
+import { openImage } from '../open.js';
+import type { Qcow2Image } from '../../formats/image.js';
+import { infoChain, freeLeaks, type Snapshot } from '../../formats/qcow2/qemu-img.js';
+import { describePlan, executePlan, type Plan } from '../../plan/plan.js';
+import { ToolError } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
+import { deleteSnapshot } from '../../formats/qcow2/changes.js';
+import { mergeExternal } from './external.js';
+import { mergePloop } from './ploop.js';
+import { hostAllocatedBytes } from '../../util/space.js';
 
 export type SnapshotStep =
   | { kind: 'repair-leaks'; path: string; leaks: number }

@@ -3,23 +3,24 @@
 // data is pulled up into the top instead and the shared files are only read (docs/security.md, rule 8).
 // Why either order keeps the content seen through --hdd unchanged at every instant: docs/merge-convert.md.
 import { dirname } from 'node:path';
-import type { Context } from './context.js';
-import type { ChangeReport } from './report.js';
-import type { MergeRequest } from './request.js';
-import type { OpenedImage } from './open.js';
-import { readChain, readLayer, requireNoWriterConflict, type Layer } from './merge-chain.js';
-import { requireConsistentQcow2, sameFilesystem } from './merge-host.js';
-import { describePlan, executePlan, type Plan } from '../plan/plan.js';
-import { acquireLock, type HeldLock } from '../util/lock.js';
-import { onExit } from '../util/cancel.js';
-import { findLeftovers, newLeftoversNote, type Leftovers } from './merge-leftovers.js';
-import { describeExternalStep, runExternalStep, type ExternalStep } from './merge-external-steps.js';
-import { placeLayers, type Placement } from './merge-external-layers.js';
-import { ImageInvalid, NotSupported, Refused, ToolError } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../util/space.js';
+import type { Context } from '../context.js';
+import type { ChangeReport } from '../report.js';
+import type { MergeRequest } from '../request.js';
+import type { OpenedImage } from '../open.js';
+import { readChain, readLayer, requireNoWriterConflict, type Layer } from '../../formats/qcow2/layers.js';
+import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
+import { sameFilesystem } from '../../util/host-files.js';
+import { describePlan, executePlan, type Plan } from '../../plan/plan.js';
+import { acquireLock, type HeldLock } from '../../util/lock.js';
+import { onExit } from '../../util/cancel.js';
+import { findLeftovers, newLeftoversNote, type Leftovers } from './leftovers.js';
+import { describeExternalStep, runExternalStep, type ExternalStep } from './external-steps.js';
+import { placeLayers, type Placement } from './external-layers.js';
+import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../../util/space.js';
 
-export { describeExternalStep, type ExternalStep } from './merge-external-steps.js';
+export { describeExternalStep, type ExternalStep } from './external-steps.js';
 
 export interface ChainFacts {
   /** Top first. */

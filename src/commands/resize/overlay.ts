@@ -4,15 +4,15 @@
 // same clusters); any other leftover overlay is an abandoned attempt and is removed.
 import { existsSync, readdirSync, renameSync, statfsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { onExit } from '../util/cancel.js';
-import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../util/atomic.js';
-import { ToolError } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { qemuImg, parseProgress, repairLeaks } from '../formats/qcow2/qemu-img.js';
-import { zeroAllZeroClusters } from '../formats/qcow2/zero-clusters.js';
-import { createOverlayFile } from '../formats/qcow2/changes.js';
-import type { DiskFile } from '../partitions/io.js';
-import type { Progress } from '../util/progress.js';
+import { onExit } from '../../util/cancel.js';
+import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../../util/atomic.js';
+import { ToolError } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { qemuImg, parseProgress, repairLeaks } from '../../formats/qcow2/qemu-img.js';
+import { zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
+import { createOverlayFile } from '../../formats/qcow2/changes.js';
+import type { DiskFile } from '../../partitions/io.js';
+import type { Progress } from '../../util/progress.js';
 
 const PURPOSE = 'resize';
 /** The overlay's cluster size, stated at creation: the zero scan works at this granularity. */

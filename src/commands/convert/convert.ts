@@ -1,15 +1,15 @@
 // convert --plain | --expanding: qcow2 through a copy beside the image and an atomic rename; ploop in place.
-import type { ConvertRequest } from './request.js';
-import type { Context } from './context.js';
-import type { ChangeReport } from './report.js';
-import { openImage } from './open.js';
-import { describePlan, executePlan } from '../plan/plan.js';
-import { tempPathBeside } from '../util/atomic.js';
-import { formatBytes } from '../util/units.js';
-import { requireConsistentQcow2 } from './merge-host.js';
-import { describeConvertStep, gatherQcow2ConvertFacts, planQcow2Convert, runConvertStep } from './convert-qcow2.js';
-import { convertPloop } from './convert-ploop.js';
-import { hostAllocatedBytes } from '../util/space.js';
+import type { ConvertRequest } from '../request.js';
+import type { Context } from '../context.js';
+import type { ChangeReport } from '../report.js';
+import { openImage } from '../open.js';
+import { describePlan, executePlan } from '../../plan/plan.js';
+import { tempPathBeside } from '../../util/atomic.js';
+import { formatBytes } from '../../util/units.js';
+import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
+import { describeConvertStep, gatherQcow2ConvertFacts, planQcow2Convert, runConvertStep } from './qcow2.js';
+import { convertPloop } from './ploop.js';
+import { hostAllocatedBytes } from '../../util/space.js';
 
 export async function runConvert(request: ConvertRequest, context: Context): Promise<ChangeReport> {
   const opened = await openImage(request.hdd, 'modify', context.notice);

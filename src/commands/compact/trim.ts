@@ -1,13 +1,13 @@
 // What compact releases inside the guest disk: the layout the appliance sees, the pure plan of trims and
 // discards over it, the checks that refuse unsafe filesystems, and the guest side of running the plan.
-import type { GuestSession } from '../guest/session.js';
-import { listDevices, listPartitions, mbrAttributes, tableType, type TableType } from '../guest/partitions.js';
-import { deviceSizeBytes } from '../guest/partitions.js';
-import { extState, fstrim, listFilesystems, mount, ntfsWritable, unmountAll, blkdiscard } from '../guest/filesystems.js';
-import { lvcreateFree, lvremove, logicalVolumes, volumeGroups } from '../guest/lvm.js';
-import { Refused } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { alignInward, subtract, type Range } from './compact-ranges.js';
+import type { GuestSession } from '../../guest/session.js';
+import { listDevices, listPartitions, mbrAttributes, tableType, type TableType } from '../../guest/partitions.js';
+import { deviceSizeBytes } from '../../guest/partitions.js';
+import { extState, fstrim, listFilesystems, mount, ntfsWritable, unmountAll, blkdiscard } from '../../guest/filesystems.js';
+import { lvcreateFree, lvremove, logicalVolumes, volumeGroups } from '../../guest/lvm.js';
+import { Refused } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { alignInward, subtract, type Range } from './ranges.js';
 
 /** Filesystems whose free space fstrim can release (ntfs through ntfs-3g, which implements FITRIM). */
 export const TRIMMABLE = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'ntfs', 'vfat']);

@@ -1,17 +1,17 @@
 // convert on ploop: in place through the ploop engine (allocate every cluster, or drop all-zero clusters and compact),
 // with Storage/Preallocated in DiskDescriptor.xml following.
-import type { Context } from './context.js';
-import type { ChangeReport } from './report.js';
-import type { OpenedImage } from './open.js';
-import type { ConvertRequest } from './request.js';
-import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../formats/ploop/image.js';
-import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../formats/ploop/convert.js';
-import { usedEndBytes, type Delta } from '../formats/ploop/delta.js';
-import { run } from '../util/exec.js';
-import { fsyncPath } from '../util/atomic.js';
-import { Refused } from '../util/errors.js';
-import { formatBytes } from '../util/units.js';
-import { hostAllocatedBytes, requireFreeSpace } from '../util/space.js';
+import type { Context } from '../context.js';
+import type { ChangeReport } from '../report.js';
+import type { OpenedImage } from '../open.js';
+import type { ConvertRequest } from '../request.js';
+import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../../formats/ploop/convert.js';
+import { usedEndBytes, type Delta } from '../../formats/ploop/delta.js';
+import { run } from '../../util/exec.js';
+import { fsyncPath } from '../../util/atomic.js';
+import { Refused } from '../../util/errors.js';
+import { formatBytes } from '../../util/units.js';
+import { hostAllocatedBytes, requireFreeSpace } from '../../util/space.js';
 
 function hostBytesOf(image: PloopImage): number {
   return image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);

@@ -1,14 +1,14 @@
 // The resize planner (pure): from the disk's facts, the target size and the content's measured minimum, the
 // complete list of steps with the target geometry — or a refusal that says what to do instead.
-import type { Plan } from '../plan/plan.js';
-import { Refused } from '../util/errors.js';
-import { MiB, SECTOR_BYTES, formatBytes, formatSizeArgument } from '../util/units.js';
-import type { SectorWrite } from '../partitions/gpt.js';
-import { lastUsableSector, tailSectors, targetEndSector } from '../partitions/layout.js';
-import { allocatedEndSector, tableWrites } from '../partitions/table.js';
-import type { DiskFacts } from './resize-facts.js';
-import type { SizeLimits } from './resize-info.js';
-import { dataEndBytes, proofOf, smallestSizeText } from './resize-minimum.js';
+import type { Plan } from '../../plan/plan.js';
+import { Refused } from '../../util/errors.js';
+import { MiB, SECTOR_BYTES, formatBytes, formatSizeArgument } from '../../util/units.js';
+import type { SectorWrite } from '../../partitions/gpt.js';
+import { lastUsableSector, tailSectors, targetEndSector } from '../../partitions/layout.js';
+import { allocatedEndSector, tableWrites } from '../../partitions/table.js';
+import type { DiskFacts } from './facts.js';
+import type { SizeLimits } from './info.js';
+import { dataEndBytes, proofOf, smallestSizeText } from './minimum.js';
 
 export type ResizeStep =
   | { kind: 'grow-image'; fromBytes: number; toBytes: number; preallocate: boolean }
@@ -67,7 +67,7 @@ export function structuralKeepBytes(facts: DiskFacts): number {
   return (allocatedEndSector(facts.table) + 1 + tailSectors(facts.table)) * SECTOR_BYTES;
 }
 
-/** The end of the data that no structure proves free (resize-minimum.ts), once the plan has rewritten the table. */
+/** The end of the data that no structure proves free (resize/minimum.ts), once the plan has rewritten the table. */
 export function dataKeepBytes(facts: DiskFacts): number {
   return dataEndBytes(facts.allocated, proofOf(facts.table, facts.content, 'rewritten'));
 }

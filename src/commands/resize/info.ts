@@ -1,15 +1,15 @@
 // resize --info: Size, Minimum (with the last partition shrunk to its content's minimum) and Minimum without
 // resizing the last partition. Read-only, shared lock; the appliance starts only when a filesystem must be read.
-import type { Context } from './context.js';
-import type { ResizeInfoReport } from './report.js';
-import { openImage } from './open.js';
-import { assertConsistent, readDiskFacts, type DiskFacts } from './resize-facts.js';
-import { guestDrive } from '../formats/image.js';
-import { GuestSession } from '../guest/session.js';
-import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../partitions/layout.js';
-import { exactKeepBytes } from './resize-plan.js';
-import type { Measured } from '../fs/types.js';
-import { NotSupported } from '../util/errors.js';
+import type { Context } from '../context.js';
+import type { ResizeInfoReport } from '../report.js';
+import { openImage } from '../open.js';
+import { assertConsistent, readDiskFacts, type DiskFacts } from './facts.js';
+import { guestDrive } from '../../formats/image.js';
+import { GuestSession } from '../../guest/session.js';
+import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../../partitions/layout.js';
+import { exactKeepBytes } from './plan.js';
+import type { Measured } from '../../fs/types.js';
+import { NotSupported } from '../../util/errors.js';
 
 // Every "cannot resize the last partition" warning starts with the original's words (StringTable.cpp,
 // IDS_DISK_INFO__RESIZE_WARN_FS_NOTSUPP): the dispatcher looks for "The last partition cannot be resized " in
@@ -53,7 +53,7 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
 }
 
 /**
- * Both minimums follow the planner's rule (resize-minimum.ts): never below the end of data that no structure
+ * Both minimums follow the planner's rule (resize/minimum.ts): never below the end of data that no structure
  * proves free. Without a table and without recognised content nothing can shrink but the disk itself, so both
  * are that end; with a table, shrinking the last partition's content frees what lay in its tail.
  */

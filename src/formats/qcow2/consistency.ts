@@ -1,19 +1,6 @@
-// Host-side chores shared by merge, convert and compact: ownership, qcow2 image-opts and checks.
-import { chownSync, chmodSync, statSync } from 'node:fs';
-import { ImageInvalid } from '../util/errors.js';
-import { check } from '../formats/qcow2/qemu-img.js';
-
-/** Gives `target` the mode and owner of `model`, so that a file replacing another looks the same to the VM manager. */
-export function copyOwnership(model: string, target: string): void {
-  const stat = statSync(model);
-  chmodSync(target, stat.mode & 0o7777);
-  if (process.getuid?.() === 0) chownSync(target, stat.uid, stat.gid);
-}
-
-/** True when both paths live on the same filesystem, so that a rename between them is atomic. */
-export function sameFilesystem(a: string, b: string): boolean {
-  return statSync(a).dev === statSync(b).dev;
-}
+// qemu-img check as the gate before a change: damage refuses, leaks are counted (harmless, repairable in place).
+import { ImageInvalid } from '../../util/errors.js';
+import { check } from './qemu-img.js';
 
 export interface Consistency {
   /** Clusters allocated but unused, as an interrupted write leaves them: harmless, and repairable in place. */

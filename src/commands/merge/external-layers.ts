@@ -4,7 +4,7 @@
 // may be shared with other images: rewriting, moving or removing it would take their disk away (issue 13, item 8).
 import { closeSync, constants, lstatSync, openSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { readFully } from '../util/file-io.js';
+import { readFully } from '../../util/file-io.js';
 
 export type Placement = { own: true } | { own: false; why: string };
 
