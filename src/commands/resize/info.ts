@@ -7,7 +7,7 @@ import { assertConsistent, readDiskFacts, type DiskFacts } from './facts.js';
 import { guestDrive } from '../../formats/image.js';
 import { GuestSession } from '../../guest/session.js';
 import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../../partitions/layout.js';
-import { exactKeepBytes } from './plan.js';
+import { exactKeepBytes, type SizeLimits } from './plan.js';
 import type { Measured } from '../../fs/types.js';
 import { NotSupported } from '../../util/errors.js';
 
@@ -22,14 +22,6 @@ export const UNSUPPORTED_WARNING = `${CANNOT_RESIZE} it holds no filesystem that
 function because(sentence: string): string {
   const continued = /^[A-Z][a-z]/.test(sentence) ? sentence[0]!.toLowerCase() + sentence.slice(1) : sentence;
   return `${CANNOT_RESIZE} ${continued}`;
-}
-
-export interface SizeLimits {
-  minimumBytes: number;
-  minimumKeepLastPartitionBytes: number;
-  /** The content's own minimum (margin included), when it was measured. */
-  contentMinimumBytes?: number;
-  warnings: string[];
 }
 
 /** Measures the content: natively when its superblock says enough, otherwise in the given or a new appliance. */

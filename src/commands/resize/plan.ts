@@ -7,8 +7,16 @@ import type { SectorWrite } from '../../partitions/gpt.js';
 import { lastUsableSector, tailSectors, targetEndSector } from '../../partitions/layout.js';
 import { allocatedEndSector, tableWrites } from '../../partitions/table.js';
 import type { DiskFacts } from './facts.js';
-import type { SizeLimits } from './info.js';
 import { dataEndBytes, proofOf, smallestSizeText } from './minimum.js';
+
+/** The two smallest sizes resize accepts (resize --info prints them), from the measured content and the no-cut rule. */
+export interface SizeLimits {
+  minimumBytes: number;
+  minimumKeepLastPartitionBytes: number;
+  /** The content's own minimum (margin included), when it was measured. */
+  contentMinimumBytes?: number;
+  warnings: string[];
+}
 
 export type ResizeStep =
   | { kind: 'grow-image'; fromBytes: number; toBytes: number; preallocate: boolean }
