@@ -14,6 +14,7 @@ import { type DiskFile, imageSource, writeSectors } from '../../partitions/io.js
 import { readTable } from '../../partitions/table.js';
 import { PROBE_BYTES, identify } from '../../fs/registry.js';
 import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../../formats/ploop/image.js';
+import { releaseBeyond } from '../../formats/ploop/compact.js';
 import { executeResize as executePloopResize, planResize as planPloopResize } from '../../formats/ploop/resize.js';
 import { filesystemFor } from '../../fs/registry.js';
 
@@ -51,6 +52,7 @@ function resizePloop(folder: string, toBytes: number, preallocate: boolean, cont
       recoverPloopImage(image);
     }
     const lower = image.deltas.slice(1).map((_, index) => layoutOf(image, index + 1));
+    if (toBytes < image.sizeBytes) releaseBeyond(image, lower, toBytes);
     const plan = planPloopResize(layoutOf(image, 0), lower, toBytes, { preallocated: preallocate });
     executePloopResize(image, plan, { progress: (done, total) => total > 0 && context.progress.update(done / total) });
   } finally {

@@ -175,3 +175,18 @@ export function findZeroClusters(image: PloopImage, progress?: (doneBytes: numbe
   });
   return zero;
 }
+
+/**
+ * Before a shrink: the top's clusters past the new end leave the BAT through this engine, which also moves tail
+ * clusters into the holes they leave and shortens the file. The shrink itself only drops BAT slots and cuts the
+ * file after the last cluster it keeps, so clusters a grow had appended (then left past the new end) would stay
+ * in the middle of the file as dead space.
+ */
+export function releaseBeyond(image: PloopImage, lower: readonly DeltaLayout[], newSizeBytes: number): void {
+  const top = image.deltas[0]!;
+  const keptEntries = Math.ceil(newSizeBytes / clusterBytes(top.header));
+  const beyond: number[] = [];
+  for (let i = keptEntries; i < top.header.batEntries; i++) if (top.bat[i] !== 0) beyond.push(i);
+  if (beyond.length === 0) return;
+  executeCompact(image, planCompact({ header: top.header, bat: top.bat, fileSizeBytes: top.fileSizeBytes }, lower, beyond));
+}
