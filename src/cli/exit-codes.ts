@@ -14,6 +14,5 @@ export const EXIT_CODES: Record<ErrorKind, number> = {
   refused: 8,
   'no-space': 9,
   'tool-failed': 10,
-  'not-implemented': 11,
   interrupted: 130,
 };

@@ -7,7 +7,6 @@ export type ErrorKind =
   | 'locked'
   | 'in-use'
   | 'not-supported'
-  | 'not-implemented'
   | 'refused'
   | 'no-space'
   | 'tool-failed'

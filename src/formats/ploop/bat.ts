@@ -38,20 +38,8 @@ export function decodeBat(bytes: Uint8Array): Uint32Array {
   for (let i = 0; i < slots.length; i++) slots[i] = view.getUint32(4 * i, true);
   return slots;
 }
-
-export function encodeBat(slots: Uint32Array): Buffer {
-  const buf = Buffer.alloc(slots.length * 4);
-  for (let i = 0; i < slots.length; i++) buf.writeUInt32LE(slots[i]!, 4 * i);
-  return buf;
-}
-
 export function encodeEntry(entry: number): Buffer {
   const buf = Buffer.alloc(4);
   buf.writeUInt32LE(entry, 0);
   return buf;
-}
-
-/** Index of the host cluster slot an offset falls in, counted from the data area start. */
-export function hostSlot(header: PloopHeader, offsetBytes: number): number {
-  return Math.floor((offsetBytes - dataOffsetBytes(header)) / clusterBytes(header));
 }

@@ -85,13 +85,6 @@ export function clusterHostOffset(delta: Delta, index: number): number | undefin
   const entry = delta.bat[index]!;
   return entry === 0 ? undefined : entryToOffset(delta.header, entry);
 }
-
-export function allocatedCount(delta: Delta): number {
-  let n = 0;
-  for (let i = 0; i < delta.header.batEntries; i++) if (delta.bat[i] !== 0) n++;
-  return n;
-}
-
 /** The end of the highest cluster in use (BAT or format extension), never before the data area. */
 export function usedEndBytes(delta: Pick<Delta, 'header' | 'bat'>): number {
   let end = dataOffsetBytes(delta.header);
