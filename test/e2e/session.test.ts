@@ -101,6 +101,15 @@ describe('a dry run is the real run', () => {
     expect((JSON.parse(real.stdout.trim().split('\n').pop()!) as { steps: string[] }).steps).toEqual(report.steps);
   });
 
+  it('a ploop dry run lists the engine\'s own steps under the size change', async () => {
+    const { dir } = ploopFolder(64);
+    const dry = await runCli(['resize', '--hdd', dir, '--size', '2T', '-n']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/1\. Grow the image from 64 MiB to 2 TiB[^\n]*\n\s+a\. Mark the top delta in use\.\n/);
+    expect(dry.stdout).toMatch(/\. Write the new header: 4294967296 sectors, 2097152 BAT entries/);
+    expect(dry.stdout).toMatch(/\. Set Disk_size and End in DiskDescriptor\.xml to 4294967296 sectors\./);
+  });
+
   it('free space: -n refuses a grow the real run would refuse (exit 9)', async () => {
     const dir = fresh();
     const file = join(dir, 'd.qcow2');

@@ -3,6 +3,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { map } from '../../formats/qcow2/qemu-img.js';
 import { withPloopWriter } from '../../formats/ploop/writer.js';
+import { closePloopImage, layoutOf, openPloopImage } from '../../formats/ploop/image.js';
+import { describeResizeStep, planResize as planPloopResize } from '../../formats/ploop/resize.js';
 import { throwIfCancelled } from '../../util/cancel.js';
 import { ToolError } from '../../util/errors.js';
 import type { Progress } from '../../util/progress.js';
@@ -40,5 +42,37 @@ export async function commitOverlayIntoPloop(overlayPath: string, folder: string
     });
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * The ploop engine's own steps for a size change, planned on the image as it is now, for the dry run (a shrink
+ * after an overlay commit is planned again then: the commit may add clusters, which the same rules move). Moves
+ * are summed up in one line: a grow past a BAT cluster may move thousands.
+ */
+export function describePloopEngine(folder: string, toBytes: number, preallocate: boolean): string[] {
+  const image = openPloopImage(folder);
+  try {
+    const lower = image.deltas.slice(1).map((_, index) => layoutOf(image, index + 1));
+    const top = layoutOf(image, 0);
+    const lines: string[] = [];
+    if (toBytes < image.sizeBytes) {
+      const kept = Math.ceil(toBytes / image.clusterBytes);
+      const beyond = [...top.bat.slice(kept, top.header.batEntries)].filter((entry) => entry !== 0).length;
+      if (beyond > 0) lines.push(`Release the ${beyond} cluster(s) past the new end, moving tail clusters into the holes they leave (the compact engine).`);
+    }
+    const steps = planPloopResize(top, lower, toBytes, { preallocated: preallocate }).steps;
+    const moves = steps.filter((step) => step.kind === 'move-cluster').length;
+    let movesSaid = false;
+    for (const step of steps) {
+      if (step.kind !== 'move-cluster') lines.push(describeResizeStep(step));
+      else if (!movesSaid) {
+        lines.push(`Move ${moves} cluster(s) out of the way of the longer BAT to the end of the file, each copied and fsynced before its BAT entry changes.`);
+        movesSaid = true;
+      }
+    }
+    return lines;
+  } finally {
+    closePloopImage(image);
   }
 }

@@ -9,7 +9,7 @@ import { measureContent, sizeLimits } from './info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan, type SizeLimits } from './plan.js';
 import { checkFreeSpace, finishInterruptedCommit, staleOverlays } from './overlay.js';
 import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './execute.js';
-import { describePlan } from '../../plan/plan.js';
+import { describePloopEngine } from './ploop.js';
 import { loadImage, type Image } from '../../formats/image.js';
 import { removeIfExists } from '../../util/atomic.js';
 import { MiB, formatBytes } from '../../util/units.js';
@@ -81,7 +81,15 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
     // Recovery is part of the plan: a dry run shows it, and the plan was made from the state it leaves.
     const recovery = request.dryRun ? opened.pendingRecovery.map((finding) => `Complete an interrupted operation first: ${finding}.`) : [];
-    const lines = [...recovery, ...describePlan(plan, describeStep)];
+    const lines = [...recovery, plan.summary];
+    for (const [index, step] of plan.steps.entries()) {
+      lines.push(`  ${index + 1}. ${describeStep(step)}`);
+      // ploop: the engine's own steps, so that the dry run shows what will be written into the delta.
+      if (image.format === 'ploop' && (step.kind === 'grow-image' || step.kind === 'shrink-image')) {
+        const preallocate = step.kind === 'grow-image' && step.preallocate;
+        lines.push(...describePloopEngine(image.folder, step.toBytes, preallocate).map((line, sub) => `     ${String.fromCharCode(97 + sub)}. ${line}`));
+      }
+    }
     // Every check runs under --dry-run too: a dry run that passes must not be refused by the real run.
     const growth = growthHostBytes(plan);
     if (growth > 0) requireFreeSpace(facts.disk.path, growth, 'growing the image');
