@@ -21,15 +21,22 @@ export function spaceMargin(bytes: number): number {
   return Math.max(16 * MiB, Math.ceil(bytes / 100));
 }
 
-/** Refuses, before anything changes, when the folder of `path` cannot hold `neededBytes` more (plus the margin). */
-export function requireFreeSpace(path: string, neededBytes: number, what: string): void {
-  const free = freeBytesAt(dirname(path));
+/**
+ * The one free-space rule, pure (planners call it with the free bytes they measured): `neededBytes` plus the
+ * margin must fit in `freeBytes` of `folder`, or the command refuses before anything changes.
+ */
+export function requireSpace(folder: string, freeBytes: number, neededBytes: number, what: string): void {
   const wanted = neededBytes + spaceMargin(neededBytes);
-  debug(`free space in ${dirname(path)}: ${free} bytes; ${what} needs up to ${wanted}`);
-  if (free < wanted) {
+  debug(`free space in ${folder}: ${freeBytes} bytes; ${what} needs up to ${wanted}`);
+  if (freeBytes < wanted) {
     throw new ToolError(
       'no-space',
-      `Not enough free space in ${dirname(path)}: ${what} needs up to ${formatBytes(wanted)}, but only ${formatBytes(free)} is free; free some space and try again. Nothing was changed.`,
+      `Not enough free space in ${folder}: ${what} needs up to ${formatBytes(wanted)}, but only ${formatBytes(freeBytes)} is free; free some space and try again. Nothing was changed.`,
     );
   }
+}
+
+/** requireSpace() for the folder of `path`, measured now. */
+export function requireFreeSpace(path: string, neededBytes: number, what: string): void {
+  requireSpace(dirname(path), freeBytesAt(dirname(path)), neededBytes, what);
 }

@@ -8,7 +8,8 @@ import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '.
 import { onExit } from '../../util/cancel.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
 import { formatBytes } from '../../util/units.js';
-import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../../util/space.js';
+import { freeBytesAt, hostAllocatedBytes, requireSpace } from '../../util/space.js';
+import { dirname } from 'node:path';
 
 export type ConvertTarget = 'plain' | 'expanding';
 
@@ -58,13 +59,7 @@ export function planQcow2Convert(facts: Qcow2ConvertFacts, target: ConvertTarget
   if (facts.snapshots > 0) throw new Refused(`"${facts.path}" has ${facts.snapshots} internal snapshot(s), which a copy would lose; delete them first with "prl_disk_tool merge --hdd ${facts.path}". Nothing was changed.`);
   if (facts.plain === (target === 'plain')) return { summary: `${facts.path} is already ${kind}; nothing to convert.`, steps: [] };
   const required = facts.requiredBytes[target];
-  const needed = required + spaceMargin(required);
-  if (facts.freeBytes < needed) {
-    throw new ToolError(
-      'no-space',
-      `Not enough free space beside "${facts.path}" for the converted copy: ${formatBytes(needed)} is needed, ${formatBytes(facts.freeBytes)} is free; free some space and try again. Nothing was changed.`,
-    );
-  }
+  requireSpace(dirname(facts.path), facts.freeBytes, required, `the converted copy of "${facts.path}"`);
   const createOptions = [`preallocation=${target === 'plain' ? 'falloc' : 'off'}`, ...facts.keepOptions].join(',');
   const steps: ConvertStep[] = [];
   if (facts.staleTemporaries.length > 0) steps.push({ kind: 'remove-stale', paths: facts.staleTemporaries });

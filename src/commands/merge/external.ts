@@ -16,9 +16,8 @@ import { onExit } from '../../util/cancel.js';
 import { findLeftovers, newLeftoversNote, type Leftovers } from './leftovers.js';
 import { describeExternalStep, runExternalStep, type ExternalStep } from './external-steps.js';
 import { placeLayers, type Placement } from './external-layers.js';
-import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
-import { formatBytes } from '../../util/units.js';
-import { freeBytesAt, hostAllocatedBytes, spaceMargin } from '../../util/space.js';
+import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
+import { freeBytesAt, hostAllocatedBytes, requireSpace } from '../../util/space.js';
 
 export { describeExternalStep, type ExternalStep } from './external-steps.js';
 
@@ -86,7 +85,7 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
     );
   }
   const dataBytes = chain.slice(0, -1).reduce((sum, layer) => sum + layer.hostBytes, 0);
-  requireSpace(facts.freeBytesAtBase, dataBytes, `the base "${base.path}" to take the overlays' data`);
+  requireSpace(dirname(base.path), facts.freeBytesAtBase, dataBytes, `the base "${base.path}" to take the overlays' data`);
   const baseName = chain[chain.length - 2]!.backingPath ?? base.path;
   const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
   if (base.virtualSizeBytes > top.virtualSizeBytes) steps.push({ kind: 'shrink-base', base: base.path, sizeBytes: top.virtualSizeBytes });
@@ -100,22 +99,14 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
   };
 }
 
-function requireSpace(freeBytes: number, dataBytes: number, purpose: string): void {
-  const needed = dataBytes + spaceMargin(dataBytes);
-  if (freeBytes < needed) {
-    throw new ToolError(
-      'no-space',
-      `Not enough free space for ${purpose}: up to ${formatBytes(needed)} is needed, ${formatBytes(freeBytes)} is free; free some space and try again. Nothing was changed.`,
-    );
-  }
-}
+
 
 /** The top takes the data of every lower layer; the shared ones are only read, the image's own are removed after. */
 function planPullUp(facts: ChainFacts, shared: ChainFacts['chain'], ownLower: string[], forget: ExternalStep[], removals: ExternalStep[]): Plan<ExternalStep> {
   const top = facts.chain[0]!;
   const lower = facts.chain.slice(1);
   const dataBytes = Math.min(lower.reduce((sum, layer) => sum + layer.hostBytes, 0), top.virtualSizeBytes);
-  requireSpace(facts.freeBytesAtTop ?? Number.MAX_SAFE_INTEGER, dataBytes, `"${top.path}" to take the data of its lower layers`);
+  requireSpace(dirname(top.path), facts.freeBytesAtTop ?? Number.MAX_SAFE_INTEGER, dataBytes, `"${top.path}" to take the data of its lower layers`);
   const why = (facts.placements ?? []).flatMap((p, i) => (p.own ? [] : [`${lower[i]!.path}: ${p.why}`]));
   return {
     summary:

@@ -2,12 +2,11 @@
 // and reach the image only by the final commit. Before the commit the overlay is renamed to a fixed name, so a
 // crash during the commit leaves a file that the next run commits again (commit is idempotent: it copies the
 // same clusters); any other leftover overlay is an abandoned attempt and is removed.
-import { existsSync, readdirSync, renameSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { onExit } from '../../util/cancel.js';
 import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../../util/atomic.js';
-import { ToolError } from '../../util/errors.js';
-import { formatBytes } from '../../util/units.js';
+import { requireFreeSpace } from '../../util/space.js';
 import { qemuImg, parseProgress, repairLeaks } from '../../formats/qcow2/qemu-img.js';
 import { zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
 import { createOverlayFile } from '../../formats/qcow2/changes.js';
@@ -73,14 +72,7 @@ export async function finishInterruptedCommit(disk: DiskFile, progress: Progress
 
 /** Refuses early when the folder cannot hold the overlay's worst case. */
 export function checkFreeSpace(disk: DiskFile, neededBytes: number): void {
-  const stats = statfsSync(dirname(disk.path));
-  const free = stats.bavail * stats.bsize;
-  if (free < neededBytes) {
-    throw new ToolError(
-      'no-space',
-      `The folder of "${disk.path}" has ${formatBytes(free)} free, but the resize may need up to ${formatBytes(neededBytes)} for its temporary overlay; free some space and try again.`,
-    );
-  }
+  requireFreeSpace(disk.path, neededBytes, 'the temporary overlay of the resize');
 }
 
 export class Overlay {
