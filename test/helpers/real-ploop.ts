@@ -7,7 +7,7 @@
 //   /sys/module/ploop/parameters && echo Y > /sys/module/ploop/parameters/large_disk_support &&
 //   exec ploop "$@"' sh ARGS
 // Independent of src/: the descriptor is read with the factory's own reader.
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { readDescriptor } from '../factory/ploop.js';
 import { tool, type ToolResult } from '../factory/run.js';
@@ -33,6 +33,39 @@ export async function ploopOk(args: readonly string[]): Promise<ToolResult> {
   const result = await ploop(args);
   if (result.exitCode !== 0) throw new Error(`ploop ${args.join(' ')} exited with ${result.exitCode}:\n${(result.stdout + result.stderr).trim()}`);
   return result;
+}
+
+/**
+ * `ploop grow -s SIZE DiskDescriptor.xml` (offline), then the one repair ploop 1.15 needs after its own grow: its
+ * grow_delta (lib/delta_read.c) sets CIF_Empty when `st_size / m_Sectors <= m_FirstBlockOffset`, bytes divided by
+ * sectors per cluster against sectors, so with large clusters (64 MiB: any file under 256 clusters) it marks a delta
+ * holding data as empty, and its own `check -r` then says "CIF_Empty flag is incorrect" (it does so on images that
+ * only ploop ever wrote, too). Only when that condition holds, and only that complaint, is repaired with ploop's
+ * own `check -f`; anything else real ploop says fails the caller.
+ */
+export async function ploopGrowOffline(folder: string, size: string): Promise<void> {
+  await ploopOk(['grow', '-s', size, join(folder, 'DiskDescriptor.xml')]);
+  for (const delta of readDescriptor(folder).chain) {
+    if (!growMarkedEmpty(delta)) continue;
+    const problems = await ploopCheckProblems(delta);
+    const onlyEmptyFlag = problems.length === 1 && /CIF_Empty flag is incorrect \| [^|]*unable to fix the header on ro image$/.test(problems[0]!);
+    if (problems.length > 0 && !onlyEmptyFlag) throw new Error(problems.join('\n'));
+    if (onlyEmptyFlag) await ploopOk(['check', '-f', delta]);
+  }
+}
+
+/** Whether ploop 1.15's grow_delta condition for setting CIF_Empty (see ploopGrowOffline) holds for this delta. */
+function growMarkedEmpty(delta: string): boolean {
+  const header = Buffer.alloc(64);
+  const fd = openSync(delta, 'r');
+  try {
+    readSync(fd, header, 0, 64, 0);
+    const clusterSectors = header.readUInt32LE(28);
+    const firstBlockSectors = header.readUInt32LE(48);
+    return (header.readUInt32LE(52) & 1) === 1 && Math.floor(fstatSync(fd).size / clusterSectors) <= firstBlockSectors;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Problems real ploop finds with one delta: `ploop check -r -f -c` (read-only: forced, duplicate and hole scan). */
