@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
-import { ploop, ploopGrowOffline, ploopOk, realPloopProblems } from '../helpers/real-ploop.js';
+import { ploop, ploopGrowOffline, ploopOk, realPloopProblems, settleDelta } from '../helpers/real-ploop.js';
 import { readDescriptor } from '../factory/ploop.js';
 
 const MiB = 1024 * 1024;
@@ -39,7 +39,7 @@ async function write(folder: string, ...commands: string[]): Promise<void> {
  * (ploop 1.x's check calls that "sparse" on ext4): ploop's own repair makes the delta what ploop wants before we start.
  */
 async function settle(delta: string): Promise<void> {
-  await ploopOk(['check', '-f', '-S', delta]);
+  settleDelta(delta);
 }
 
 /** The virtual content of a folder's chain as a raw file. */

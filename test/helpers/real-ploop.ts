@@ -1,31 +1,20 @@
 // Real ploop (Debian's `ploop` package, 1.15) as a test oracle for user-space work: check, snapshot-list,
-// init, snapshot, snapshot-merge, offline grow and convert. Two facts make it run on these machines:
-// - it reads past its argument by up to 4 KiB, so it gets an environment with one variable of at least
-//   4 KiB (PAD below);
-// - version-2 images need /sys/module/ploop/parameters/large_disk_support, which a private mount namespace
-//   provides: unshare -m --propagation private sh -c 'mount -t tmpfs x /sys/module && mkdir -p
-//   /sys/module/ploop/parameters && echo Y > /sys/module/ploop/parameters/large_disk_support &&
-//   exec ploop "$@"' sh ARGS
+// init, snapshot, snapshot-merge, offline grow and convert. How it is started here (an environment variable of at
+// least 4 KiB; large_disk_support from a private mount namespace) is in real-ploop-exec.ts.
 // Independent of src/: the descriptor is read with the factory's own reader.
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { readDescriptor } from '../factory/ploop.js';
 import { tool, type ToolResult } from '../factory/run.js';
+import { ploopInvocation, settleDelta } from './real-ploop-exec.js';
 
-const PAD = 'x'.repeat(8192);
-const PATH = `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
-const IN_NAMESPACE =
-  'mount -t tmpfs x /sys/module && mkdir -p /sys/module/ploop/parameters && echo Y > /sys/module/ploop/parameters/large_disk_support && exec ploop "$@"';
-
-export function realPloopInstalled(): boolean {
-  return PATH.split(':').some((dir) => existsSync(join(dir, 'ploop')));
-}
+export { realPloopInstalled, settleDelta } from './real-ploop-exec.js';
 
 /** Runs `ploop ARGS` (absolute paths) in the private namespace; resolves whatever the exit code (callers judge it). */
 export async function ploop(args: readonly string[]): Promise<ToolResult> {
-  if (!realPloopInstalled()) throw new Error('real ploop is not installed (Debian package "ploop"); run scripts/setup.sh');
+  const { argv, env } = ploopInvocation(args);
   const anyCode = Array.from({ length: 256 }, (_, i) => i);
-  return tool('unshare', ['-m', '--propagation', 'private', 'sh', '-c', IN_NAMESPACE, 'sh', ...args], { ok: anyCode, env: { PATH, PLOOP_TEST_PAD: PAD } });
+  return tool('unshare', argv, { ok: anyCode, env });
 }
 
 /** `ploop ARGS`, failing with its output unless it exits 0. */
@@ -66,6 +55,11 @@ function growMarkedEmpty(delta: string): boolean {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Settles every delta of a folder (see settleDelta): for images that QEMU made, before our tool sees them. */
+export function settleFolder(folder: string): void {
+  for (const delta of readDescriptor(folder).chain) settleDelta(delta);
 }
 
 /** Problems real ploop finds with one delta: `ploop check -r -f -c` (read-only: forced, duplicate and hole scan). */
