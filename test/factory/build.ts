@@ -11,6 +11,7 @@ import { CLUSTER_SECTORS, DELTA_NAME, DESCRIPTOR, descriptorXml } from './ploop.
 import { type Scope, scoped, tempDir, tool } from './run.js';
 import { isExtended, lastPartition, layoutScript, partitionNumber, readPartitionTable, SECTOR, seededGuid, toPartitionInfo, writeTable } from './table.js';
 import type { BuiltImage, ImageSpec, PartitionInfo } from './types.js';
+import { settleDelta } from '../helpers/real-ploop-exec.js';
 
 const MiB = 1024 * 1024;
 export const SWAP_LABEL = 'prl-test-swap';
@@ -160,4 +161,6 @@ async function convert(spec: ImageSpec, raw: string, hdd: string, dataFile: stri
   // -S 0 writes zero clusters too, so a preallocated delta has every BAT entry allocated.
   await tool('qemu-img', ['convert', '-f', 'raw', '-O', 'parallels', '-o', `cluster_size=${CLUSTER_SECTORS * SECTOR}`, ...(plain ? ['-S', '0'] : []), raw, dataFile]);
   await writeFile(join(hdd, DESCRIPTOR), descriptorXml(sizeMiB * 2048, plain));
+  // What a ploop host would hold (see settleDelta), so that the verifier can judge our output by ploop's strict check.
+  settleDelta(dataFile);
 }

@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { settleDelta } from './real-ploop-exec.js';
 // Layout per QEMU's docs/interop/prl-xml.txt and what the ploop library writes: 16 heads x 32 sectors, so any
 // whole MiB is a whole number of cylinders; the top delta conventionally carries TOP_GUID.
 
@@ -77,7 +78,10 @@ export function chainDescriptorXml(sizeMiB: number, files: readonly string[], gu
 export function addPloopSnapshot(folder: string, sizeMiB: number, data: 'top' | 'base'): { top: string; base: string } {
   const base = join(folder, 'root.hds');
   const top = `${base}.top`;
-  const create = (file: string): void => void execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', file, `${sizeMiB}M`]);
+  const create = (file: string): void => {
+    execFileSync('qemu-img', ['create', '-q', '-f', 'parallels', '-o', 'cluster_size=1M', file, `${sizeMiB}M`]);
+    settleDelta(file); // QEMU's new delta as ploop would hold it (CIF_Empty set, table area written)
+  };
   if (data === 'top') {
     renameSync(base, top);
     create(base);

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { buildImage, type BuiltImage, type ImageFormat } from '../factory/index.js';
 import { descriptorXml, readDescriptor } from '../factory/ploop.js';
 import { addPloopSnapshot } from '../helpers/ploop.js';
+import { settleDelta } from '../helpers/real-ploop-exec.js';
 
 export const SIZE_MIB = 256;
 
@@ -37,6 +38,7 @@ export async function roomAtEnd(format: ImageFormat, dir: string): Promise<Built
   sh('truncate', ['-s', '384M', raw]);
   sh('qemu-img', ['convert', '-f', 'raw', '-O', 'parallels', '-o', 'cluster_size=1M', raw, `${image.dataFile}.new`]);
   renameSync(`${image.dataFile}.new`, image.dataFile);
+  settleDelta(image.dataFile);
   rmSync(raw);
   writeFileSync(join(dirname(image.dataFile), 'DiskDescriptor.xml'), descriptorXml((384 * 1024 * 1024) / 512, false));
   return image;
