@@ -1,6 +1,6 @@
 // The pure parts of compact: range arithmetic, the trim plan over a guest layout, the estimate's arithmetic.
 import { describe, expect, it } from 'vitest';
-import { alignInward, coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters } from '../../src/commands/compact/ranges.js';
+import { alignInward, coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters } from '../../src/util/ranges.js';
 import { gapRanges, planTrims, type GuestLayout } from '../../src/commands/compact/trim.js';
 import { discardedRanges } from '../../src/commands/compact/discover.js';
 import { heldByLowerLayers, reclaimableBytes } from '../../src/commands/compact/qcow2.js';

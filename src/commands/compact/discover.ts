@@ -5,7 +5,7 @@ import { map, type QemuFormat } from '../../formats/qcow2/qemu-img.js';
 import type { Context } from '../context.js';
 import { createOverlay } from './host.js';
 import { discardGuestRanges } from '../../formats/qcow2/qemu-io.js';
-import { normalize, type Range } from './ranges.js';
+import { normalize, type Range } from '../../util/ranges.js';
 import { imageSource } from '../../partitions/io.js';
 import { readTable } from '../../partitions/table.js';
 import { SECTOR_BYTES } from '../../util/units.js';

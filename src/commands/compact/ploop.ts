@@ -7,9 +7,8 @@ import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompac
 import { MiB } from '../../util/units.js';
 import type { Context } from '../context.js';
 import { discoverFreeSpace, type BlockEstimate } from './discover.js';
-import { coveredClusters, intersect, normalize, totalBytes, type Range } from './ranges.js';
-import { map } from '../../formats/qcow2/qemu-img.js';
-import { run, CommandFailed } from '../../util/exec.js';
+import { coveredClusters, intersect, totalBytes, type Range } from '../../util/ranges.js';
+import { hostDataRanges } from '../../formats/ploop/host-extents.js';
 
 /** qcow2 clusters stop at 2 MiB; a larger ploop cluster is free when every overlay cluster in it is. */
 const MAX_OVERLAY_CLUSTER_BYTES = 2 * MiB;
@@ -52,25 +51,6 @@ export async function estimatePloop(image: PloopImage, context: Context): Promis
     session: { layout: session.layout, steps: session.steps, skipped: session.skipped },
     warnings: [],
   };
-}
-
-/**
- * The delta's allocated host extents. FIEMAP (filefrag) includes unwritten extents, which QEMU's parallels driver
- * and qemu-img convert leave by preallocating; SEEK_DATA (qemu-img map) reports those as holes although they hold
- * host blocks. Where FIEMAP is not available, qemu-img map is the fallback.
- */
-async function hostDataRanges(path: string): Promise<Range[]> {
-  try {
-    const { stdout } = await run('filefrag', ['-v', '-b512', path], { timeoutMs: 120_000 });
-    const extents = [...stdout.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)].map((m) => ({
-      start: Number(m[1]) * 512,
-      length: (Number(m[2]) - Number(m[1]) + 1) * 512,
-    }));
-    if (extents.length > 0 || !/extents? found/.test(stdout)) return normalize(extents);
-  } catch (error) {
-    if (!(error instanceof CommandFailed)) throw error;
-  }
-  return normalize((await map(path, 'raw')).filter((e) => e.data).map((e) => ({ start: e.start, length: e.length })));
 }
 
 /**

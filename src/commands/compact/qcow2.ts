@@ -5,7 +5,7 @@ import type { Context } from '../context.js';
 import { truncateQcow2Tail } from './host.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
 import { discoverFreeSpace, trimDisk, type BlockEstimate, type TrimSession } from './discover.js';
-import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from './ranges.js';
+import { coveredClusters, intersect, normalize, subtract, totalBytes, touchedClusters, type Range } from '../../util/ranges.js';
 import { snapshotSharedRanges } from '../../formats/qcow2/sharing.js';
 import { formatBytes } from '../../util/units.js';
 import { hostAllocatedBytes } from '../../util/space.js';

@@ -7,7 +7,7 @@ import { extState, fstrim, listFilesystems, mount, ntfsWritable, unmountAll, blk
 import { lvcreateFree, lvremove, logicalVolumes, volumeGroups } from '../../guest/lvm.js';
 import { Refused } from '../../util/errors.js';
 import { formatBytes } from '../../util/units.js';
-import { alignInward, subtract, type Range } from './ranges.js';
+import { alignInward, subtract, type Range } from '../../util/ranges.js';
 
 /** Filesystems whose free space fstrim can release (ntfs through ntfs-3g, which implements FITRIM). */
 export const TRIMMABLE = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'ntfs', 'vfat']);

@@ -6,29 +6,13 @@ import type { OpenedImage } from '../open.js';
 import type { ConvertRequest } from '../request.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
 import { describeConvertPlan, executeConvert, planConvert, type ConvertPlan } from '../../formats/ploop/convert.js';
-import { usedEndBytes, type Delta } from '../../formats/ploop/delta.js';
-import { run } from '../../util/exec.js';
-import { fsyncPath } from '../../util/atomic.js';
+import { fillHoles, hasHoles } from '../../formats/ploop/host-extents.js';
 import { Refused } from '../../util/errors.js';
 import { formatBytes } from '../../util/units.js';
 import { hostAllocatedBytes, requireFreeSpace } from '../../util/space.js';
 
 function hostBytesOf(image: PloopImage): number {
   return image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);
-}
-
-/**
- * A delta whose BAT is full can still have holes inside its clusters (a `cp --sparse=always` or `rsync -S` copy):
- * it would not hold the space a plain image promises. st_blocks below the used end of the file shows them.
- */
-function hasHoles(delta: Delta): boolean {
-  return hostAllocatedBytes(delta.path) < usedEndBytes(delta);
-}
-
-/** fallocate mode 0 with --keep-size: allocates the holes as unwritten extents; no byte of content changes. */
-async function fillHoles(delta: Delta): Promise<void> {
-  await run('fallocate', ['--keep-size', '--offset', '0', '--length', String(usedEndBytes(delta)), delta.path], { timeoutMs: 60 * 60_000 });
-  fsyncPath(delta.path);
 }
 
 /** Nothing to do: no cluster to allocate or release, and the descriptor already says so. */

@@ -11,7 +11,7 @@ import { type Partition, type PartitionTable, lastPartition, readTable, validate
 import { type Identified, PROBE_BYTES, identify } from '../../fs/registry.js';
 import { readAllocation as readQcow2Allocation } from '../../formats/qcow2/allocation.js';
 import { readAllocation as readPloopAllocation } from '../../formats/ploop/allocation.js';
-import type { Range } from '../compact/ranges.js';
+import type { Range } from '../../util/ranges.js';
 
 export interface DiskFacts {
   image: Image;

@@ -1,6 +1,6 @@
 // The rule that no resize cuts data (pure): content the tool does not recognise is data, so a disk may shrink only
 // down to the end of the last allocated byte that no structure the tool understands proves free.
-import { type Range, intersect } from '../compact/ranges.js';
+import { type Range, intersect } from '../../util/ranges.js';
 import type { PartitionTable } from '../../partitions/table.js';
 import { entriesSectors } from '../../partitions/gpt.js';
 import type { Identified } from '../../fs/registry.js';
