@@ -164,10 +164,6 @@ const KNOWN: { operation: RegExp; problem: (problem: string, newSizeBytes: numbe
     bug: 'B14: the rerun after a power cut amid the GPT rewrite of a grow leaves table sectors stale (protective MBR, old or new backup)',
   },
   {
-    operation: /^qcow2 resize grow$/, problem: (problem) => /^qemu-img check img\.qcow2: \d+ leaked clusters were found on the image\./.test(problem),
-    bug: "B17: a power cut amid qemu-io's table write can leak a qcow2 cluster (refcount written, L2 not); resize's rerun does not free leaks",
-  },
-  {
     operation: /^ploop merge$/, problem: (problem) => problem === 'files the completed run does not have: img/root.hds.top',
     bug: 'B15: a power cut before the folder fsync after ploop merge removes the merged delta brings the delta file back; the rerun leaves it',
   },
