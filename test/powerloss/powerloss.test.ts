@@ -149,10 +149,6 @@ function differingSectors(fmt: string, a: string, b: string, scratch: string): s
  */
 const KNOWN: { operation: RegExp; problem: (problem: string, newSizeBytes: number) => boolean; bug: string }[] = [
   {
-    operation: /^ploop merge$/, problem: (problem) => problem === 'files the completed run does not have: img/root.hds.top',
-    bug: 'B15: a power cut before the folder fsync after ploop merge removes the merged delta brings the delta file back; the rerun leaves it',
-  },
-  {
     operation: /^qcow2 merge$/, problem: (problem) => /^the rerun exited 4: The qcow2 image .* has \d+ corruption\(s\); repair it with/.test(problem),
     bug: 'B16: qemu-img snapshot -d is not atomic under power loss (OFLAG_COPIED/refcount corruption); the rerun refuses and names the repair',
   },
