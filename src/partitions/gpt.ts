@@ -168,6 +168,8 @@ export interface SectorWrite {
   offsetBytes: number;
   bytes: Buffer;
   what: string;
+  /** Every earlier write must be durable before this one starts (the writer flushes in between). */
+  barrier?: boolean;
 }
 
 /**

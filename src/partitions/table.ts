@@ -154,6 +154,11 @@ function protectiveMbr(mbr: Buffer, diskSectors: number): SectorWrite | undefine
   return { offsetBytes: 0, bytes: withEntrySectors(mbr, entry.slot, sectors, entry.lbaStart), what: 'protective MBR' };
 }
 
+/** True when a GPT disk's protective MBR does not give the size of a disk of `diskSectors`. */
+export function protectiveMbrStale(table: PartitionTable, diskSectors: number): boolean {
+  return table.kind === 'gpt' && protectiveMbr(table.mbr, diskSectors) !== undefined;
+}
+
 /**
  * The writes that make the table fit a disk of `diskSectors`, and give the last partition `newEndSector` when set
  * (with its extended container, for a logical one). GPT: backup entries and header at the new end, primary header,
@@ -164,7 +169,11 @@ export function tableWrites(table: PartitionTable, diskSectors: number, newEndSe
   const last = lastPartition(table);
   if (table.kind === 'gpt') {
     const array = newEndSector !== undefined && last ? withEntryEnd(table.primary, table.array, last.number, newEndSector) : table.array;
-    const writes = gptWrites(table.primary, array, diskSectors);
+    // The primary header goes last, after a flush: once it names the new backup, every other sector is durable,
+    // and until then a rerun finds the primary stale and writes them all again (B14: a rerun that found the
+    // primary done left a stale protective MBR or old backup header, which nothing else points at).
+    const [backupEntries, backupHeader, primaryEntries, primaryHeader] = gptWrites(table.primary, array, diskSectors);
+    const writes = [backupEntries!, backupHeader!];
     const mbr = protectiveMbr(table.mbr, diskSectors);
     if (mbr) writes.push(mbr);
     const oldBackup = table.primary.alternateLba;
@@ -172,6 +181,7 @@ export function tableWrites(table: PartitionTable, diskSectors: number, newEndSe
     if (oldBackup !== diskSectors - 1 && oldBackup < diskSectors - 1 - 32 && !keepsOld && oldBackup > 1) {
       writes.push({ offsetBytes: oldBackup * SECTOR_BYTES, bytes: Buffer.alloc(SECTOR_BYTES), what: 'old backup GPT header (cleared)' });
     }
+    writes.push({ ...primaryEntries!, barrier: true }, primaryHeader!);
     return writes;
   }
   if (newEndSector === undefined || !last) return [];

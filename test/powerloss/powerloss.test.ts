@@ -149,29 +149,6 @@ function differingSectors(fmt: string, a: string, b: string, scratch: string): s
  */
 const KNOWN: { operation: RegExp; problem: (problem: string, newSizeBytes: number) => boolean; bug: string }[] = [
   {
-    // Only partition-table sectors differ: the protective MBR (0), the primary GPT (1-33), the old backup header
-    // (the last sector of the 256 MiB disk) or the new backup (the last 33 sectors). They are written by one qemu-io
-    // run after the size changed; a cut amid it leaves some stale, and the rerun finds the size reached.
-    operation: /resize grow/,
-    problem: (problem, newSizeBytes) => {
-      const last = newSizeBytes / 512 - 1;
-      const table = (sector: number): boolean => sector <= 33 || sector === (256 * 1024 * 1024) / 512 - 1 || (sector >= last - 32 && sector <= last);
-      const sectors = /^guest content differs from the completed run in sectors ([\d, ]+)$/.exec(problem);
-      if (sectors) return sectors[1]!.split(', ').map(Number).every(table);
-      const offset = /^guest content differs from the completed run Content mismatch at offset (\d+)!$/.exec(problem);
-      return offset !== null && table(Number(offset[1]) / 512);
-    },
-    bug: 'B14: the rerun after a power cut amid the GPT rewrite of a grow leaves table sectors stale (protective MBR, old or new backup)',
-  },
-  {
-    operation: /^qcow2 resize grow$/, problem: (problem) => /^qemu-img check img\.qcow2: \d+ leaked clusters were found on the image\./.test(problem),
-    bug: "B17: a power cut amid qemu-io's table write can leak a qcow2 cluster (refcount written, L2 not); resize's rerun does not free leaks",
-  },
-  {
-    operation: /^ploop merge$/, problem: (problem) => problem === 'files the completed run does not have: img/root.hds.top',
-    bug: 'B15: a power cut before the folder fsync after ploop merge removes the merged delta brings the delta file back; the rerun leaves it',
-  },
-  {
     operation: /^qcow2 merge$/, problem: (problem) => /^the rerun exited 4: The qcow2 image .* has \d+ corruption\(s\); repair it with/.test(problem),
     bug: 'B16: qemu-img snapshot -d is not atomic under power loss (OFLAG_COPIED/refcount corruption); the rerun refuses and names the repair',
   },

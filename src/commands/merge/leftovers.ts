@@ -86,8 +86,12 @@ function removable(folder: string, name: unknown, top: string): string | { reaso
   return path;
 }
 
-/** What an interrupted run left beside `top` (an absolute path without symlinks); call it holding the top's exclusive lock. */
-export function findLeftovers(top: string): Leftovers {
+/**
+ * What an interrupted run left beside `top` (an absolute path without symlinks); call it holding the top's exclusive lock.
+ * `sameFile: false` is for a caller that proves otherwise that the listed files are no longer the image (ploop merge:
+ * the descriptor names them nowhere), so that a copied folder (new inodes) is still cleaned.
+ */
+export function findLeftovers(top: string, sameFile = true): Leftovers {
   const folder = dirname(top);
   const here = identityOf(top, basename(top));
   const out: Leftovers = { notes: [], paths: [], warnings: [] };
@@ -112,7 +116,7 @@ export function findLeftovers(top: string): Leftovers {
     }
     out.notes.push(note);
     // Another identity: the run that wrote it stopped before the rename, so its intermediates are still the chain.
-    if (body.top.dev !== here.dev || body.top.ino !== here.ino) continue;
+    if (sameFile && (body.top.dev !== here.dev || body.top.ino !== here.ino)) continue;
     for (const path of checked as string[]) {
       if (lstatSync(path, { throwIfNoEntry: false }) !== undefined && !out.paths.includes(path)) out.paths.push(path);
     }

@@ -7,7 +7,8 @@ import type { MergeRequest } from '../request.js';
 import type { OpenedImage } from '../open.js';
 import { writeDescriptor } from '../../formats/ploop/descriptor.js';
 import { refuseBranches, setSingleImage } from './ploop-descriptor.js';
-import { fsyncDirectoryOf, removeIfExists } from '../../util/atomic.js';
+import { findPloopLeftovers, removePloopLeftovers } from './ploop-leftovers.js';
+import { newLeftoversNote, writeLeftoversNote } from './leftovers.js';
 import { formatBytes } from '../../util/units.js';
 import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
 import { foldIntoBase, releaseZeroed, surveyPloopMerge, type PloopMergeFacts } from '../../formats/ploop/fold.js';
@@ -38,6 +39,12 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     const sizeBytes = image.sizeBytes;
     const hostBytesBefore = image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);
     const common = { path: folder, deltas: image.deltas.map((delta) => delta.path), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
+    const leftovers = findPloopLeftovers(image, context.notice);
+    if (image.deltas.length === 1 && leftovers.paths.length + leftovers.notes.length > 0) {
+      const message = `${folder} has no snapshot deltas; remove the ${leftovers.paths.length} merged delta(s) an interrupted merge left (${leftovers.paths.join(', ') || 'none'}) and its note.`;
+      if (!request.dryRun) removePloopLeftovers(leftovers, image.deltas[0]!.path);
+      return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: false, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
+    }
     if (image.deltas.length === 1) {
       const message = `${folder} has no snapshot deltas; nothing to merge.`;
       return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: true, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
@@ -60,11 +67,14 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     context.progress.step('Folding the snapshot deltas into the base');
     const zeroed = await foldIntoBase(image, facts, (fraction) => context.progress.update(fraction));
     context.progress.done();
+    // Noted first: a power cut after the commit may bring an unlinked delta back, and the note lets the next run
+    // prove it is a leftover of ours (ploop-leftovers.ts).
+    const note = newLeftoversNote(base.path);
+    writeLeftoversNote(note, base.path, base.path, overlays);
     setSingleImage(image.descriptor);
     writeDescriptor(image.descriptor);
     close();
-    for (const path of overlays) removeIfExists(path);
-    fsyncDirectoryOf(overlays[0]!);
+    removePloopLeftovers({ paths: [...overlays, ...leftovers.paths], notes: [...leftovers.notes, note] }, base.path);
     releaseZeroed(folder, zeroed);
     const hostBytesAfter = hostAllocatedBytes(base.path);
     return {

@@ -5,7 +5,7 @@ import { Refused } from '../../util/errors.js';
 import { MiB, SECTOR_BYTES, formatBytes, formatSizeArgument } from '../../util/units.js';
 import type { SectorWrite } from '../../partitions/gpt.js';
 import { lastUsableSector, tailSectors, targetEndSector } from '../../partitions/layout.js';
-import { allocatedEndSector, tableWrites } from '../../partitions/table.js';
+import { allocatedEndSector, protectiveMbrStale, tableWrites } from '../../partitions/table.js';
 import type { DiskFacts } from './facts.js';
 import { dataEndBytes, proofOf, smallestSizeText } from './minimum.js';
 
@@ -99,8 +99,11 @@ export function contentMustShrink(facts: DiskFacts, targetBytes: number): boolea
   return content !== undefined && !content.probe.damaged && content.probe.sizeBytes > newContainerBytes(facts, targetBytes);
 }
 
+/** The primary header is written last (tableWrites); a stale protective MBR is rewritten too (B14). */
 function gptNeedsRewrite(facts: DiskFacts, diskSectors: number): boolean {
-  return facts.table.kind === 'gpt' && (facts.table.primary.alternateLba !== diskSectors - 1 || facts.table.primary.lastUsableLba !== lastUsableSector(facts.table, diskSectors));
+  if (facts.table.kind !== 'gpt') return false;
+  const primary = facts.table.primary;
+  return primary.alternateLba !== diskSectors - 1 || primary.lastUsableLba !== lastUsableSector(facts.table, diskSectors) || protectiveMbrStale(facts.table, diskSectors);
 }
 
 function keepLayoutPlan(facts: DiskFacts, targetBytes: number, viaFlag: boolean): ResizePlan {

@@ -12,7 +12,10 @@ import type { SectorWrite } from '../../partitions/gpt.js';
 
 export function writePloopSectors(folder: string, writes: readonly SectorWrite[], notice: (message: string) => void): void {
   withPloopWriter(folder, notice, (writer) => {
-    for (const write of writes) writer.write(write.offsetBytes, write.bytes);
+    for (const write of writes) {
+      if (write.barrier) writer.finish();
+      writer.write(write.offsetBytes, write.bytes);
+    }
   });
 }
 

@@ -16,6 +16,7 @@ import { MiB, formatBytes } from '../../util/units.js';
 import { formatExactSize } from './minimum.js';
 import { requireFreeSpace } from '../../util/space.js';
 import { debug } from '../../util/log.js';
+import { repairLeaks } from '../../formats/qcow2/qemu-img.js';
 
 /** Worst case of the overlay: a grow writes new metadata (about 2 % of the new space), a shrink moves data. */
 export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
@@ -119,6 +120,12 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       }
       if (sequel !== undefined && error instanceof Error) error.message = `${error.message.trimEnd()}\n${sequel}`;
       throw error;
+    }
+    // A cut amid an earlier run's metadata write can leave a refcount for a cluster past the file's end, which
+    // qemu-img check cannot see until this run's writes extend the file over it (B17): look again now.
+    if (image.format === 'qcow2') {
+      const freed = await repairLeaks(image.path);
+      if (freed > 0) context.notice(`Freed ${freed} leaked cluster(s) that an interrupted write had left in "${image.path}".`);
     }
     const after = await loadImage(opened.ref);
     return {

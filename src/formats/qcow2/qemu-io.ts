@@ -12,6 +12,8 @@ import type { QemuFormat } from './qemu-img.js';
 export interface GuestWrite {
   offsetBytes: number;
   bytes: Buffer;
+  /** Flush what was written before this write starts. */
+  barrier?: boolean;
 }
 
 /** Parses `read -v` hex-dump lines ("00000200:  eb 63 90 …  ascii") into a buffer covering [offset, offset+length). */
@@ -50,6 +52,7 @@ export async function writeGuestBytes(path: string, format: QemuFormat, writes: 
     writes.forEach((write, index) => {
       const source = join(folder, `w${index}`);
       writeFileSync(source, write.bytes);
+      if (write.barrier) args.push('-c', 'flush');
       args.push('-c', `write -q -s ${source} ${write.offsetBytes} ${write.bytes.length}`);
     });
     args.push('-c', 'flush', path);
