@@ -1,7 +1,7 @@
 // The image session: every command opens its image here, once. Resolve --hdd, lock, validate the whole chain
 // natively (nothing outside the image's folder is opened before that, and nothing unsafe after), refuse an
 // image a VM or a running container holds, and load the facts the command plans from.
-import { accessSync, constants, existsSync, lstatSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { resolveHdd, type ImageRef } from '../formats/resolve.js';
 import { NotSupported, Refused, ToolError } from '../util/errors.js';
@@ -14,7 +14,6 @@ import { closePloopImage, openPloopImage } from '../formats/ploop/image.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { FileRefused, openRegularFile } from '../util/safe-file.js';
-import { closeSync } from 'node:fs';
 
 export type OpenMode = 'query' | 'modify';
 
