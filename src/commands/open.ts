@@ -8,7 +8,7 @@ import { NotSupported, Refused, ToolError } from '../util/errors.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
 import { infoChain } from '../formats/qcow2/qemu-img.js';
-import { validateQcow2Chain, type ChainLayer } from '../formats/qcow2/chain.js';
+import { validateQcow2Chain } from '../formats/qcow2/chain.js';
 import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
 import { closePloopImage, openPloopImage } from '../formats/ploop/image.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
@@ -21,10 +21,7 @@ export interface OpenedImage {
   ref: ImageRef;
   /** The --hdd argument as given, for messages. */
   hdd: string;
-  mode: OpenMode;
   lock: HeldLock;
-  /** qcow2: the validated backing chain, top first (each layer's format recorded, plain regular files). */
-  chain: ChainLayer[];
   /** The facts every command plans from, read after validation. */
   image: Image;
   /** What an interrupted operation left that the command completes first (one sentence each); planned, not done. */
@@ -112,22 +109,22 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
   }
 }
 
-async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<{ chain: ChainLayer[]; pendingRecovery: string[] }> {
+/** Returns what an interrupted operation left that the command must complete (ploop), one sentence each. */
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<string[]> {
   if (ref.format === 'qcow2') {
-    const chain = validateQcow2Chain(ref.path);
-    const top = chain[0]!;
+    const top = validateQcow2Chain(ref.path)[0]!;
     if (mode === 'modify' && top.links > 1) {
       throw new Refused(`"${hdd}" has ${top.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (cp --sparse=always) and try again. Nothing was changed.`);
     }
     await probeQemuLock(ref.path, mode, hdd, notice);
-    return { chain, pendingRecovery: [] };
+    return [];
   }
   const descriptor = readDescriptor(ref.folder);
   checkDeltaFiles(descriptor, mode);
   checkPloopHolders(descriptor, mode, hdd, notice);
   const ploop = openPloopImage(ref.folder);
   try {
-    return { chain: [], pendingRecovery: ploop.pendingRecovery };
+    return ploop.pendingRecovery;
   } finally {
     closePloopImage(ploop);
   }
@@ -154,10 +151,10 @@ export async function openImage(hdd: string, mode: OpenMode, notice: (message: s
     },
   };
   try {
-    const { chain, pendingRecovery } = await validate(ref, mode, hdd, notice);
+    const pendingRecovery = await validate(ref, mode, hdd, notice);
     const image = await loadImage(ref);
     return {
-      ref, hdd, mode, lock, chain, image, pendingRecovery,
+      ref, hdd, lock, image, pendingRecovery,
       adopt(path: string) {
         locks.push(acquireLock(path, 'exclusive', hdd));
       },
