@@ -10,6 +10,7 @@ import { cli, progressAt, signalAtProgress } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
 import { holdFlock } from '../helpers/holders.js';
 import { BASE_GUID, TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+import { assertRealPloopAccepts, settleFolder } from '../helpers/real-ploop.js';
 
 const MiB = 1024 * 1024;
 const { fresh: freshDir } = caseFolders('prl-convert-ploop-e2e-');
@@ -26,6 +27,8 @@ function buildPloop(sizeMiB: number, commands: string[]): { dir: string; delta: 
   execFileSync('qemu-io', ['-f', 'parallels', ...commands.flatMap((c) => ['-c', c]), delta], { stdio: 'ignore' });
   writeFileSync(join(dir, 'DiskDescriptor.xml'), chainDescriptorXml(sizeMiB, ['root.hds'], [TOP_GUID]));
   writeFileSync(join(dir, 'DiskDescriptor.xml.lck'), '');
+  // QEMU-made deltas are settled as a VZ7 host does at mount, so that real ploop judges only what convert writes.
+  settleFolder(dir);
   // Beside the folder, not in it: the refusal cases compare the folder's checksums.
   const reference = `${dir}.raw`;
   execFileSync('qemu-img', ['convert', '-f', 'parallels', '-O', 'raw', delta, reference]);
@@ -46,6 +49,7 @@ describe('convert on ploop', () => {
     expect(sameContent(reference, delta)).toBe(true);
     expect(spawnSync('qemu-img', ['check', '-f', 'parallels', delta]).status).toBe(0);
     expect(readFileSync(join(dir, 'DiskDescriptor.xml'), 'utf8')).toMatch(/<Preallocated>1<\/Preallocated>/);
+    await assertRealPloopAccepts(dir);
 
     const before = sums(dir);
     const again = await cli('convert', '--plain', '--hdd', dir, '--json');
@@ -61,6 +65,7 @@ describe('convert on ploop', () => {
     expect(sameContent(reference, delta)).toBe(true);
     expect(spawnSync('qemu-img', ['check', '-f', 'parallels', delta]).status).toBe(0);
     expect(readFileSync(join(dir, 'DiskDescriptor.xml'), 'utf8')).not.toMatch(/Preallocated/);
+    await assertRealPloopAccepts(dir);
     const noop = await cli('convert', '--expanding', '--hdd', dir, '--json');
     expect(noop.json!.unchanged).toBe(true);
   });
@@ -111,6 +116,7 @@ describe('convert on ploop', () => {
     expect(rerun.status, rerun.stderr).toBe(0);
     expect(sameContent(reference, delta)).toBe(true);
     expect(spawnSync('qemu-img', ['check', '-f', 'parallels', delta]).status).toBe(0);
+    await assertRealPloopAccepts(dir);
     expect(allocated(delta)).toBeGreaterThanOrEqual(2048 * MiB);
     expect(allocated(delta)).toBeLessThanOrEqual(2048 * MiB * 1.01 + MiB);
   });

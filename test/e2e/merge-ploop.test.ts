@@ -11,6 +11,7 @@ import { cli, progressAt, signalAtProgress } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
 import { holdFlock } from '../helpers/holders.js';
 import { TOP_GUID, chainDescriptorXml } from '../helpers/ploop.js';
+import { assertRealPloopAccepts, settleFolder } from '../helpers/real-ploop.js';
 
 const run = promisify(execFile);
 
@@ -42,6 +43,8 @@ function buildChain(n: number, sizeMiB = 64, layerData = (i: number) => [`write 
   }
   writeFileSync(join(dir, 'DiskDescriptor.xml'), chainDescriptorXml(sizeMiB, files, guids));
   writeFileSync(join(dir, 'DiskDescriptor.xml.lck'), ''); // ploop's lock file, present on any real image
+  // QEMU-made deltas are settled as a VZ7 host does at mount, so that real ploop judges only what merge writes.
+  settleFolder(dir);
   return { dir, files, guids };
 }
 
@@ -94,6 +97,7 @@ describe('merge on ploop', () => {
     expect(result.status, result.stderr).toBe(0);
     expect(result.json!.unchanged).toBe(n === 1);
     expectMerged(chain, reference);
+    await assertRealPloopAccepts(chain.dir);
     if (n > 1) expect(result.json!.hostBytesAfter as number).toBeLessThan(result.json!.hostBytesBefore as number);
     // --external means the same on ploop (the chain is the snapshots), and there is nothing left to fold.
     expect((await cli('merge', '--external', '--hdd', chain.dir, '--json')).json!.unchanged).toBe(true);
@@ -140,6 +144,7 @@ describe('merge on ploop', () => {
     const rerun = await cli('merge', '--hdd', chain.dir);
     expect(rerun.status, rerun.stderr).toBe(0);
     expectMerged(chain, reference);
+    await assertRealPloopAccepts(chain.dir);
   });
 
   it('SIGINT mid-fold exits 130 and leaves the descriptor and every delta showing the same content', async () => {
