@@ -110,6 +110,19 @@ describe('a dry run is the real run', () => {
     expect(dry.stdout).toMatch(/\. Set Disk_size and End in DiskDescriptor\.xml to 4294967296 sectors\./);
   });
 
+  it('a qcow2 resize that stopped while committing: -n says the commit is completed first, and changes nothing', async () => {
+    const dir = fresh();
+    const file = join(dir, 'd.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '32M');
+    // What a resize killed amid its commit leaves: its overlay under the commit name (src/commands/resize/overlay.ts).
+    qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', file, join(dir, '.d.qcow2.resize-commit.prl-tmp'), '32M');
+    const before = sums(dir);
+    const dry = await runCli(['resize', '--hdd', file, '--size', '48M', '-n']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/Complete an interrupted operation first: an earlier resize stopped while committing .*\.d\.qcow2\.resize-commit\.prl-tmp; that commit is completed\./);
+    expect(sums(dir)).toEqual(before);
+  });
+
   it('free space: -n refuses a grow the real run would refuse (exit 9)', async () => {
     const dir = fresh();
     const file = join(dir, 'd.qcow2');

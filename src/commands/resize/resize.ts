@@ -7,7 +7,8 @@ import { openImage } from '../open.js';
 import { assertConsistent, readDiskFacts, diskFile } from './facts.js';
 import { measureContent, sizeLimits } from './info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan, type SizeLimits } from './plan.js';
-import { checkFreeSpace, finishInterruptedCommit, staleOverlays } from './overlay.js';
+import { checkFreeSpace, commitPathFor, finishInterruptedCommit, staleOverlays } from './overlay.js';
+import { existsSync } from 'node:fs';
 import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './execute.js';
 import { describePloopEngine } from './ploop.js';
 import { loadImage, type Image } from '../../formats/image.js';
@@ -81,7 +82,8 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     }
     const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
     // Recovery is part of the plan: a dry run shows it, and the plan was made from the state it leaves.
-    const recovery = request.dryRun ? opened.pendingRecovery.map((finding) => `Complete an interrupted operation first: ${finding}.`) : [];
+    const pendingCommit = existsSync(commitPathFor(diskFile(image))) ? [`an earlier resize stopped while committing ${commitPathFor(diskFile(image))}; that commit is completed`] : [];
+    const recovery = request.dryRun ? [...pendingCommit, ...opened.pendingRecovery].map((finding) => `Complete an interrupted operation first: ${finding}.`) : [];
     const lines = [...recovery, plan.summary];
     for (const [index, step] of plan.steps.entries()) {
       lines.push(`  ${index + 1}. ${describeStep(step)}`);
