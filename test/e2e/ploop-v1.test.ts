@@ -9,44 +9,16 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
-import { ROOT_PARENT, TOP_GUID, descriptorXml } from '../helpers/ploop.js';
+import { ROOT_PARENT, TOP_GUID, descriptorXml, readDeltaTable, type DeltaTable } from '../helpers/ploop.js';
 import { assertRealPloopAccepts } from '../helpers/real-ploop.js';
 
 const { fresh: freshDir } = caseFolders('prl-ploop-v1-');
 const CLUSTER_SECTORS = 128; // 64 KiB
 const SIGNATURE_V1 = 'WithoutFreeSpace';
 
-interface Delta {
-  magic: string;
-  clusterSectors: number;
-  dataOffsetSectors: number;
-  sizeSectors: number;
-  bat: number[];
-}
-
-function readDelta(file: string): Delta {
-  const fd = openSync(file, 'r');
-  try {
-    const header = Buffer.alloc(64);
-    readSync(fd, header, 0, 64, 0);
-    const entries = header.readUInt32LE(32);
-    const bat = Buffer.alloc(entries * 4);
-    readSync(fd, bat, 0, bat.length, 64);
-    return {
-      magic: header.toString('latin1', 0, 16),
-      clusterSectors: header.readUInt32LE(28),
-      dataOffsetSectors: header.readUInt32LE(48),
-      sizeSectors: Number(header.readBigUInt64LE(36)),
-      bat: Array.from({ length: entries }, (_, i) => bat.readUInt32LE(4 * i)),
-    };
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Rewrites a qemu-made v2 delta as v1: the signature, and every BAT entry from a cluster index to a sector offset. */
 function makeV1(file: string): void {
-  const before = readDelta(file);
+  const before = readDeltaTable(file);
   const fd = openSync(file, 'r+');
   try {
     // The whole header-and-BAT area is written: qemu leaves its tail a hole, which real ploop refuses ("sparse").
@@ -61,8 +33,8 @@ function makeV1(file: string): void {
 }
 
 /** v1's rules, read independently of src/: data_off non-zero and cluster-aligned, every entry a sector offset of a cluster in the data area. */
-function expectV1(file: string, sizeMiB: number): Delta {
-  const delta = readDelta(file);
+function expectV1(file: string, sizeMiB: number): DeltaTable {
+  const delta = readDeltaTable(file);
   expect(delta.magic).toBe(SIGNATURE_V1);
   expect(delta.clusterSectors).toBe(CLUSTER_SECTORS);
   expect(delta.sizeSectors).toBe(sizeMiB * 2048);
@@ -98,7 +70,7 @@ async function step(dir: string, ...args: string[]): Promise<void> {
 }
 
 /** A 64 MiB v1 delta in its folder with data, written zero bytes (4 MiB) and holes, and a raw reference beside the folder. */
-async function buildV1(): Promise<{ dir: string; delta: string; reference: string; made: Delta }> {
+async function buildV1(): Promise<{ dir: string; delta: string; reference: string; made: DeltaTable }> {
   const root = freshDir();
   const dir = join(root, 'vm');
   mkdirSync(dir);

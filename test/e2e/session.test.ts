@@ -3,15 +3,15 @@
 // the real run starts from, recovery included, and runs the same checks. Randomized cases print their seed.
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
-import { descriptorXml, TOP_GUID, ROOT_PARENT } from '../helpers/ploop.js';
+import { descriptorXml, IN_USE_OPEN, readDeltaTable, TOP_GUID, ROOT_PARENT } from '../helpers/ploop.js';
 import { qemuImg, qemuIo, sums } from '../helpers/images.js';
 
 const { root, fresh } = caseFolders('prl-session-');
-/** ploop's "Ynot" in-use mark at header offset 44 (ploop1_image.h m_DiskInUse). */
+/** m_DiskInUse's offset in the delta header (ploop1_image.h). */
 const IN_USE_OFFSET = 44;
 
 function ploopFolder(sizeMiB: number, deltaMiB = sizeMiB): { dir: string; delta: string } {
@@ -28,7 +28,7 @@ function ploopFolder(sizeMiB: number, deltaMiB = sizeMiB): { dir: string; delta:
 function markInUse(delta: string): void {
   const fd = openSync(delta, 'r+');
   const mark = Buffer.alloc(4);
-  mark.writeUInt32LE(0x746f6e59);
+  mark.writeUInt32LE(IN_USE_OPEN);
   writeSync(fd, mark, 0, 4, IN_USE_OFFSET);
   closeSync(fd);
 }
@@ -53,7 +53,7 @@ describe('a running container image is never written', () => {
       expect(result.stderr).toMatch(/mounted by the kernel as \/dev\/ploop27015 \(a running container\); stop the container/);
       expect(sums(dir)).toEqual(before);
     }
-    expect(readFileSync(delta).readUInt32LE(IN_USE_OFFSET)).toBe(0x746f6e59);
+    expect(readDeltaTable(delta).inUse).toBe(IN_USE_OPEN);
   });
 
   it('a process holding the delta open for writing: refused, and the mark is not taken for crash debris', async () => {
@@ -77,7 +77,7 @@ describe('a running container image is never written', () => {
     markInUse(delta);
     const result = await runCli(['resize', '--hdd', dir, '--size', '128M']);
     expect(result.code, result.stderr).toBe(0);
-    expect(readFileSync(delta).readUInt32LE(IN_USE_OFFSET)).not.toBe(0x746f6e59);
+    expect(readDeltaTable(delta).inUse).not.toBe(IN_USE_OPEN);
   });
 });
 

@@ -1,7 +1,7 @@
 // The tests' own DiskDescriptor.xml writer (independent of src/formats/ploop), for single deltas and chains,
 // and a snapshot maker for factory-built ploop folders.
 import { execFileSync } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { settleDelta } from './real-ploop-exec.js';
 // Layout per QEMU's docs/interop/prl-xml.txt and what the ploop library writes: 16 heads x 32 sectors, so any
@@ -90,4 +90,38 @@ export function addPloopSnapshot(folder: string, sizeMiB: number, data: 'top' | 
   }
   writeFileSync(join(folder, 'DiskDescriptor.xml'), chainDescriptorXml(sizeMiB, [basename(top), basename(base)], [TOP_GUID, BASE_GUID]));
   return { top, base };
+}
+
+/** ploop1_image.h m_DiskInUse while a writer has the delta open ("Ynot"). */
+export const IN_USE_OPEN = 0x746f6e59;
+
+export interface DeltaTable {
+  magic: string;
+  clusterSectors: number;
+  sizeSectors: number;
+  inUse: number;
+  dataOffsetSectors: number;
+  bat: number[];
+}
+
+/** The test's own reading of a delta's 64-byte header and BAT (parallels.txt offsets), independent of src/. */
+export function readDeltaTable(file: string): DeltaTable {
+  const fd = openSync(file, 'r');
+  try {
+    const header = Buffer.alloc(64);
+    readSync(fd, header, 0, 64, 0);
+    const entries = header.readUInt32LE(32);
+    const bat = Buffer.alloc(entries * 4);
+    readSync(fd, bat, 0, bat.length, 64);
+    return {
+      magic: header.toString('latin1', 0, 16),
+      clusterSectors: header.readUInt32LE(28),
+      sizeSectors: Number(header.readBigUInt64LE(36)),
+      inUse: header.readUInt32LE(44),
+      dataOffsetSectors: header.readUInt32LE(48),
+      bat: Array.from({ length: entries }, (_, i) => bat.readUInt32LE(4 * i)),
+    };
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,18 +1,15 @@
 // The in-use protocol seen from outside: a ploop operation stopped in the middle of its writes leaves the top
 // delta marked in use ("Ynot"), so ploop (and the next run) knows the delta was open for writing; the finished
 // operation leaves it clear (0). The kill point is a durable change counted by the shim (harness.ts).
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { caseFolders } from '../helpers/dirs.js';
-import { descriptorXml, ROOT_PARENT, TOP_GUID } from '../helpers/ploop.js';
+import { descriptorXml, IN_USE_OPEN, readDeltaTable, ROOT_PARENT, TOP_GUID } from '../helpers/ploop.js';
 import { countChanges, runAndKillAt } from './harness.js';
 
 const { fresh } = caseFolders('prl-in-use-');
-/** ploop1_image.h m_DiskInUse, at header offset 44. */
-const IN_USE_OFFSET = 44;
-const OPEN_MARK = 0x746f6e59;
 
 function ploopWithData(): { folder: string; delta: string } {
   const folder = join(fresh(), 'img');
@@ -32,11 +29,11 @@ describe('the in-use mark while a ploop grow writes', () => {
     const measured = ploopWithData();
     const { outcome, changes } = await countChanges(args(measured.folder), measured.folder);
     expect(outcome.code, outcome.stderr).toBe(0);
-    expect(readFileSync(measured.delta).readUInt32LE(IN_USE_OFFSET)).toBe(0);
+    expect(readDeltaTable(measured.delta).inUse).toBe(0);
     expect(changes).toBeGreaterThan(20);
     const stopped = ploopWithData();
     const kill = await runAndKillAt(args(stopped.folder), stopped.folder, Math.floor(changes / 2));
     expect(kill.killed).toBe(true);
-    expect(readFileSync(stopped.delta).readUInt32LE(IN_USE_OFFSET)).toBe(OPEN_MARK);
+    expect(readDeltaTable(stopped.delta).inUse).toBe(IN_USE_OPEN);
   });
 });
