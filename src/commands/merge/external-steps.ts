@@ -1,9 +1,9 @@
 // The steps of merge --external: their one-sentence descriptions and how each runs.
 import { dirname } from 'node:path';
 import type { Context } from '../context.js';
-import { inUseByOther, isLockFailure } from '../../formats/qcow2/layers.js';
+import { inUseByOther } from '../../formats/qcow2/layers.js';
 import { copyOwnership } from '../../util/host-files.js';
-import { repairLeaks } from '../../formats/qcow2/qemu-img.js';
+import { isLockFailure, repairLeaks } from '../../formats/qcow2/qemu-img.js';
 import { commitChainInto, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../../util/atomic.js';
 import { writeLeftoversNote } from './leftovers.js';

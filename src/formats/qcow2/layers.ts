@@ -1,7 +1,7 @@
 // Reads a qcow2 backing chain one file at a time with the format always named: a layer whose backing
 // format is not recorded is refused instead of letting qemu-img probe it.
 import { realpathSync } from 'node:fs';
-import { qemuImg } from './qemu-img.js';
+import { decodeInfo, isLockFailure, qemuImg } from './qemu-img.js';
 import { CommandFailed } from '../../util/exec.js';
 import { probeReadWriteOpen } from './qemu-io.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
@@ -22,21 +22,21 @@ const MAX_CHAIN = 64;
 
 function parseLayer(path: string, stdout: string): Layer & { backingFilename?: string; backingFormat?: string } {
   const raw = JSON.parse(stdout) as Record<string, unknown>;
-  const specific = ((raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {}) as Record<string, unknown>;
   if (raw.format !== 'qcow2') throw new ImageInvalid(`"${path}" is not a qcow2 image`);
-  if (typeof raw['virtual-size'] !== 'number') throw new ToolError('tool-failed', `qemu-img info gave no virtual size for "${path}".`);
+  const info = decodeInfo(raw);
+  const specific = ((raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {}) as Record<string, unknown>;
   const layer: Layer & { backingFilename?: string; backingFormat?: string } = {
     path,
-    virtualSizeBytes: raw['virtual-size'],
-    dirty: raw['dirty-flag'] === true,
-    corrupt: specific.corrupt === true,
-    snapshots: Array.isArray(raw.snapshots) ? raw.snapshots.length : 0,
+    virtualSizeBytes: info.virtualSize,
+    dirty: info.dirty,
+    corrupt: info.corrupt,
+    snapshots: info.snapshots.length,
   };
   if (typeof specific['data-file'] === 'string') layer.unsupported = `an external data file (${specific['data-file']})`;
   else if (raw.encrypted === true || specific.encrypt !== undefined) layer.unsupported = 'encryption';
-  if (typeof raw['backing-filename'] === 'string') layer.backingFilename = raw['backing-filename'];
-  if (typeof raw['backing-filename-format'] === 'string') layer.backingFormat = raw['backing-filename-format'];
-  if (typeof raw['full-backing-filename'] === 'string') layer.backingPath = raw['full-backing-filename'];
+  if (info.backingFilename !== undefined) layer.backingFilename = info.backingFilename;
+  if (info.backingFormat !== undefined) layer.backingFormat = info.backingFormat;
+  if (info.fullBackingFilename !== undefined) layer.backingPath = info.fullBackingFilename;
   return layer;
 }
 
@@ -47,7 +47,7 @@ export async function readLayer(path: string, shareLock: boolean): Promise<Retur
   try {
     return parseLayer(path, await qemuImg([...args, path], { timeoutMs: 120_000 }));
   } catch (error) {
-    if (error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr)) {
+    if (isLockFailure(error)) {
       throw new ToolError('in-use', `The disk image "${path}" of the backing chain is in use by a running virtual machine; stop it first.`);
     }
     if (error instanceof CommandFailed) {
@@ -87,7 +87,6 @@ export async function readChain(top: string): Promise<Layer[]> {
   return chain;
 }
 
-const LOCK_FAILURE = /Failed to get ".*" lock|Is another process using the image/;
 
 export function inUseByOther(path: string): ToolError {
   return new ToolError(
@@ -105,11 +104,7 @@ export async function requireNoWriterConflict(path: string): Promise<void> {
   try {
     await probeReadWriteOpen(path);
   } catch (error) {
-    if (error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr)) throw inUseByOther(path);
+    if (isLockFailure(error)) throw inUseByOther(path);
     throw error;
   }
-}
-
-export function isLockFailure(error: unknown): boolean {
-  return error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr);
 }

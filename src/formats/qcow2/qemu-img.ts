@@ -29,7 +29,8 @@ function asNumber(value: unknown, what: string): number {
   return value;
 }
 
-function decodeInfo(raw: Record<string, unknown>): ImageInfo {
+/** One image's qemu-img info JSON, typed; the one decoder of it. */
+export function decodeInfo(raw: Record<string, unknown>): ImageInfo {
   const specific = (raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {};
   const snapshots = Array.isArray(raw.snapshots) ? (raw.snapshots as Record<string, unknown>[]) : [];
   const info: ImageInfo = {
@@ -52,9 +53,17 @@ function decodeInfo(raw: Record<string, unknown>): ImageInfo {
   return info;
 }
 
+/** qemu's refusal when another process (a VM) holds the image's lock. */
+const LOCK_FAILURE = /Failed to get ".*" lock|Is another process using the image/;
+
+/** True when a qemu tool failed because another process holds QEMU's lock on the image. */
+export function isLockFailure(error: unknown): boolean {
+  return error instanceof CommandFailed && LOCK_FAILURE.test(error.stderr);
+}
+
 function explainOpenFailure(error: unknown, path: string, format: QemuFormat): never {
   if (error instanceof CommandFailed) {
-    if (/Failed to get ".*" lock|Is another process using the image/.test(error.stderr)) {
+    if (isLockFailure(error)) {
       throw new ToolError('in-use', `The disk image "${path}" is in use by a running virtual machine; stop the VM first.`);
     }
     if (/Image is not in qcow2 format|Unsupported qcow2 version|not in .* format|Image not in/i.test(error.stderr)) {
