@@ -10,7 +10,6 @@ import { onExit } from '../util/cancel.js';
 import { infoChain } from '../formats/qcow2/qemu-img.js';
 import { validateQcow2Chain } from '../formats/qcow2/chain.js';
 import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
-import { closePloopImage, openPloopImage } from '../formats/ploop/image.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
 import { loadImage, type Image } from '../formats/image.js';
 import { FileRefused, openRegularFile } from '../util/safe-file.js';
@@ -109,25 +108,18 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
   }
 }
 
-/** Returns what an interrupted operation left that the command must complete (ploop), one sentence each. */
-async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<string[]> {
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<void> {
   if (ref.format === 'qcow2') {
     const top = validateQcow2Chain(ref.path)[0]!;
     if (mode === 'modify' && top.links > 1) {
       throw new Refused(`"${hdd}" has ${top.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (cp --sparse=always) and try again. Nothing was changed.`);
     }
     await probeQemuLock(ref.path, mode, hdd, notice);
-    return [];
+    return;
   }
   const descriptor = readDescriptor(ref.folder);
   checkDeltaFiles(descriptor, mode);
   checkPloopHolders(descriptor, mode, hdd, notice);
-  const ploop = openPloopImage(ref.folder);
-  try {
-    return ploop.pendingRecovery;
-  } finally {
-    closePloopImage(ploop);
-  }
 }
 
 /**
@@ -151,10 +143,11 @@ export async function openImage(hdd: string, mode: OpenMode, notice: (message: s
     },
   };
   try {
-    const pendingRecovery = await validate(ref, mode, hdd, notice);
+    await validate(ref, mode, hdd, notice);
     const image = await loadImage(ref);
     return {
-      ref, hdd, lock, image, pendingRecovery,
+      ref, hdd, lock, image,
+      pendingRecovery: image.format === 'ploop' ? image.pendingRecovery : [],
       adopt(path: string) {
         locks.push(acquireLock(path, 'exclusive', hdd));
       },

@@ -2,7 +2,7 @@
 import { hostAllocatedBytes } from '../util/space.js';
 import type { ImageRef } from './resolve.js';
 import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
-import { readDescriptor, type PloopDescriptor } from './ploop/descriptor.js';
+import type { PloopDescriptor } from './ploop/descriptor.js';
 import { closePloopImage, openPloopImage } from './ploop/image.js';
 import type { Drive } from '../guest/session.js';
 
@@ -26,13 +26,11 @@ export interface PloopImage extends Common {
   descriptor: PloopDescriptor;
   /** Delta files, top first. */
   deltas: string[];
+  /** What an interrupted operation left that a change completes first, one sentence each (ploop/image.ts). */
+  pendingRecovery: string[];
 }
 
 export type Image = Qcow2Image | PloopImage;
-
-export function topDeltaPath(ref: Extract<ImageRef, { format: 'ploop' }>): string {
-  return readDescriptor(ref.folder).chain[0]!.file;
-}
 
 export async function loadImage(ref: ImageRef): Promise<Image> {
   if (ref.format === 'qcow2') {
@@ -47,25 +45,24 @@ export async function loadImage(ref: ImageRef): Promise<Image> {
       hostBytes: chain.reduce((sum, info) => sum + hostAllocatedBytes(info.filename), 0),
     };
   }
-  const descriptor = readDescriptor(ref.folder);
-  const deltas = descriptor.chain.map((link) => link.file);
-  // The top delta holds the data, and every operation of ours changes it before the descriptor: where the two
-  // disagree, the delta's size is the one the recovery completes to, so it is the size every plan starts from.
+  // One read of the descriptor and the deltas' headers. The top delta holds the data, and every operation of ours
+  // changes it before the descriptor: where the two disagree, the delta's size is the one the recovery completes
+  // to, so it is the size every plan starts from.
   const ploop = openPloopImage(ref.folder);
-  let virtualSizeBytes: number;
   try {
-    virtualSizeBytes = ploop.sizeBytes;
+    const deltas = ploop.descriptor.chain.map((link) => link.file);
+    return {
+      format: 'ploop',
+      folder: ref.folder,
+      descriptor: ploop.descriptor,
+      deltas,
+      virtualSizeBytes: ploop.sizeBytes,
+      hostBytes: deltas.reduce((sum, file) => sum + hostAllocatedBytes(file), 0),
+      pendingRecovery: ploop.pendingRecovery,
+    };
   } finally {
     closePloopImage(ploop);
   }
-  return {
-    format: 'ploop',
-    folder: ref.folder,
-    descriptor,
-    deltas,
-    virtualSizeBytes,
-    hostBytes: deltas.reduce((sum, file) => sum + hostAllocatedBytes(file), 0),
-  };
 }
 
 /** The drive the appliance sees for this image: always with its format named. */
