@@ -1,8 +1,9 @@
-// The copies never allocate an all-zero cluster (issue 19): merge's ploop fold, the resize commit into ploop and
-// convert --expanding (merge --external's commit is not covered yet: see docs/merge-convert.md), on chains written with qemu-io where an overlay holds zeros as data. Content is compared with
-// a raw export taken before; a plain base stays fully allocated. Oracle: qemu-img map/convert/compare only.
+// The copies never allocate an all-zero cluster (issue 19): merge's ploop fold, merge --external's commit, the
+// resize commit into ploop and convert --expanding, on chains written with qemu-io where an overlay holds zeros
+// as data. Content is compared with a raw export taken before; a plain base stays fully allocated, in guest order
+// (what qemu-img map shows for a preallocated image). Oracle: qemu-img map/convert/compare/check and stat only.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
@@ -68,6 +69,40 @@ describe('copies never allocate an all-zero cluster', () => {
     // 2-4 MiB of the base and the top's 1 MiB of 0x55; nothing for the zeros.
     expect(dataBytes('parallels', base)).toBe(3 * MiB);
   });
+
+  for (const plain of [false, true]) {
+    it(`merge --external ${plain ? 'keeps a plain base fully allocated, in guest order' : 'commits the zeros of the overlays as zero clusters'}`, async () => {
+      const dir = fresh();
+      const base = join(dir, 'base.qcow2');
+      const mid = join(dir, 'mid.qcow2');
+      const top = join(dir, 'top.qcow2');
+      img('create', '-q', '-f', 'qcow2', ...(plain ? ['-o', 'preallocation=falloc'] : []), base, '64M');
+      io('qcow2', base, 'write -P 0x11 0 8M');
+      img('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, mid);
+      // Zeros as data over the base's data (0-4 MiB) and over nothing (16-20 MiB), a zero cluster (24-26 MiB).
+      io('qcow2', mid, 'write -P 0 0 4M', 'write -P 0 16M 4M', 'write -z 24M 2M', 'write -P 0x22 32M 1M');
+      img('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', mid, top);
+      io('qcow2', top, 'write -P 0 40M 2M', 'write -P 0x33 44M 1M');
+      const before = exportRaw('qcow2', top, join(dir, 'before.raw'));
+      const result = await cli('merge', '--external', '--hdd', top, '--json');
+      expect(result.status, result.stderr).toBe(0);
+      expect(sameAs('qcow2', top, before)).toBe(true);
+      img('check', '-f', 'qcow2', top);
+      if (plain) {
+        // One data extent over the whole disk, host offsets rising with guest offsets; the host holds all of it.
+        const layout = extents('qcow2', top);
+        expect(layout.every((e) => e.data && e.depth === 0), JSON.stringify(layout)).toBe(true);
+        expect(layout.every((e, i) => i === 0 || e.offset! > layout[i - 1]!.offset!), JSON.stringify(layout)).toBe(true);
+        expect(dataBytes('qcow2', top)).toBe(64 * MiB);
+        expect(statSync(top).blocks * 512).toBeGreaterThanOrEqual(64 * MiB);
+      } else {
+        // 4-8 MiB of the base, the mid's 1 MiB of 0x22 and the top's 1 MiB of 0x33; nothing for the zeros, and the
+        // base's clusters under the mid's zeros (0-4 MiB) have left the file: 6 MiB of data plus under 1 MiB of tables.
+        expect(dataBytes('qcow2', top)).toBe(6 * MiB);
+        expect(statSync(top).blocks * 512).toBeLessThan(7 * MiB);
+      }
+    });
+  }
 
   for (const preallocated of [false, true]) {
     it(`the resize commit into ploop ${preallocated ? 'keeps every cluster of a preallocated image' : 'releases the clusters it overwrote with zeros'}`, async () => {

@@ -92,14 +92,23 @@ export function leakOneCluster(path: string): void {
 /**
  * A two-layer qcow2 chain showing the built content through its top (img.qcow2): the base (base.qcow2, named
  * relatively so the folder can be copied) has 40 MiB from the start of the data partition zeroed, and the top holds
- * exactly the clusters that differ. merge --external must copy them down.
+ * exactly the clusters that differ. merge --external must copy them down. Where the disk reads zeros (16 MiB of
+ * the largest hole of the built image), the base holds other data and the top zeros over it: 8 MiB as data, 8 MiB
+ * as zero clusters, the two ways zeros reach a commit that must neither allocate them nor free a base cluster
+ * while allocating (formats/qcow2/zero-clusters.ts).
  */
 export async function chain(dir: string): Promise<BuiltImage> {
   const image = await standard('qcow2', dir);
   const base = join(dir, 'base.qcow2');
+  const map = spawnSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', image.dataFile], { encoding: 'utf8' });
+  const holes = (JSON.parse(map.stdout) as { start: number; length: number; data: boolean }[]).filter((e) => !e.data);
+  const hole = holes.reduce((a, b) => (b.length > a.length ? b : a));
+  const at = Math.ceil(hole.start / MiB) * MiB;
+  if (at + 16 * MiB > hole.start + hole.length || at < 49 * MiB) throw new Error(`no 16 MiB hole past 49 MiB in ${image.dataFile}`);
   sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', image.dataFile, base]);
-  sh('qemu-io', ['-f', 'qcow2', '-c', 'write -z 9M 40M', base]);
+  sh('qemu-io', ['-f', 'qcow2', '-c', 'write -z 9M 40M', '-c', `write -P 0x5a ${at} 16M`, base]);
   sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', 'img.qcow2', 'top.qcow2'], dir);
+  sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0 ${at} 8M`, '-c', `write -z ${at + 8 * MiB} 8M`, join(dir, 'top.qcow2')]);
   renameSync(join(dir, 'top.qcow2'), image.dataFile);
   return image;
 }

@@ -9,7 +9,7 @@ import { findLeftovers } from '../../src/commands/merge/leftovers.js';
 import { placeLayers } from '../../src/commands/merge/external-layers.js';
 
 const MiB = 1024 * 1024;
-const layer = (path: string): ChainFacts['chain'][number] => ({ path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, hostBytes: 4 * MiB });
+const layer = (path: string): ChainFacts['chain'][number] => ({ path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, clusterBytes: 65536, zeroClusters: true, hostBytes: 4 * MiB });
 
 describe('planExternalMerge with shared layers', () => {
   const chain = [layer('/vm/top.qcow2'), layer('/vm/mid.qcow2'), layer('/tpl/base.qcow2')];

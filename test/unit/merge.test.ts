@@ -12,7 +12,7 @@ import { ToolError } from '../../src/util/errors.js';
 const MiB = 1024 * 1024;
 
 function layer(path: string, extra: Partial<ChainFacts['chain'][number]> = {}): ChainFacts['chain'][number] {
-  return { path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, hostBytes: 4 * MiB, ...extra };
+  return { path, virtualSizeBytes: 64 * MiB, dirty: false, corrupt: false, snapshots: 0, clusterBytes: 65536, zeroClusters: false, hostBytes: 4 * MiB, ...extra };
 }
 
 function chainOf(n: number): ChainFacts['chain'] {
@@ -56,17 +56,18 @@ describe('planExternalMerge', () => {
   it.each([1, 2, 4])('a chain of %i folds into the base, renamed over the top, intermediates removed', (n) => {
     const plan = planExternalMerge(facts(chainOf(n)));
     if (n === 1) return expect(plan.steps).toEqual([]);
-    expect(plan.steps.map((s) => s.kind)).toEqual(['commit', 'replace-top', ...Array(n - 2).fill('remove')]);
-    expect(plan.steps[0]).toMatchObject({ top: '/vm/l0.qcow2', base: `/vm/l${n - 1}.qcow2`, baseName: `/vm/l${n - 1}.qcow2`, overlays: n - 1, dataBytes: (n - 1) * 4 * MiB });
-    expect(plan.steps[1]).toEqual({ kind: 'replace-top', base: `/vm/l${n - 1}.qcow2`, top: '/vm/l0.qcow2' });
+    expect(plan.steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'replace-top', ...Array(n - 2).fill('remove')]);
+    expect(plan.steps[1]).toMatchObject({ top: '/vm/l0.qcow2', base: `/vm/l${n - 1}.qcow2`, baseName: `/vm/l${n - 1}.qcow2`, overlays: n - 1, dataBytes: (n - 1) * 4 * MiB });
+    expect(plan.steps[0]).toEqual({ kind: 'clear-under-zeros', top: '/vm/l0.qcow2', base: `/vm/l${n - 1}.qcow2`, overlays: n - 1 });
+    expect(plan.steps[2]).toEqual({ kind: 'replace-top', base: `/vm/l${n - 1}.qcow2`, top: '/vm/l0.qcow2' });
     for (const step of plan.steps) expect(describeExternalStep(step)).toMatch(/\.$/);
   });
   it('writes the intermediates down before the rename and forgets the note after removing them', () => {
     const plan = planExternalMerge(facts(chainOf(4), { note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp' }));
-    expect(plan.steps.map((s) => s.kind)).toEqual(['commit', 'note-intermediates', 'replace-top', 'remove', 'remove', 'forget-notes']);
-    expect(plan.steps[1]).toEqual({ kind: 'note-intermediates', note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp', top: '/vm/l0.qcow2', resultFile: '/vm/l3.qcow2', paths: ['/vm/l1.qcow2', '/vm/l2.qcow2'] });
+    expect(plan.steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'note-intermediates', 'replace-top', 'remove', 'remove', 'forget-notes']);
+    expect(plan.steps[2]).toEqual({ kind: 'note-intermediates', note: '/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp', top: '/vm/l0.qcow2', resultFile: '/vm/l3.qcow2', paths: ['/vm/l1.qcow2', '/vm/l2.qcow2'] });
     // Two layers have no intermediate: no note.
-    expect(planExternalMerge(facts(chainOf(2), { note: '/vm/n' })).steps.map((s) => s.kind)).toEqual(['commit', 'replace-top']);
+    expect(planExternalMerge(facts(chainOf(2), { note: '/vm/n' })).steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'replace-top']);
   });
   it('a standalone top with a note left by a killed run: removes what the note names, then the note', () => {
     const leftovers = { notes: ['/vm/.l0.qcow2.merge-leftovers-0123abcd.prl-tmp'], paths: ['/vm/l1.qcow2'], warnings: [] };
@@ -75,17 +76,17 @@ describe('planExternalMerge', () => {
     expect(plan.summary).toMatch(/remove the 1 intermediate image\(s\) an interrupted merge --external left/);
     // A chain still there means the rename never happened: the stale note is dropped and the merge runs again.
     const again = planExternalMerge(facts(chainOf(3), { leftovers, note: '/vm/new' }));
-    expect(again.steps.map((s) => s.kind)).toEqual(['forget-notes', 'commit', 'note-intermediates', 'replace-top', 'remove', 'forget-notes']);
+    expect(again.steps.map((s) => s.kind)).toEqual(['forget-notes', 'clear-under-zeros', 'commit', 'note-intermediates', 'replace-top', 'remove', 'forget-notes']);
   });
   it('cuts a base larger than the top back to the top size before the rename', () => {
     const chain = chainOf(2);
     chain[1]!.virtualSizeBytes = 128 * MiB;
-    expect(planExternalMerge(facts(chain)).steps.map((s) => s.kind)).toEqual(['commit', 'shrink-base', 'replace-top']);
+    expect(planExternalMerge(facts(chain)).steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'shrink-base', 'replace-top']);
   });
   it('accepts a base smaller than the top (commit grows it)', () => {
     const chain = chainOf(3);
     chain[2]!.virtualSizeBytes = 32 * MiB;
-    expect(planExternalMerge(facts(chain)).steps[0]!.kind).toBe('commit');
+    expect(planExternalMerge(facts(chain)).steps[1]!.kind).toBe('commit');
   });
   it.each([
     ['snapshots in the top', (c: ChainFacts['chain']) => (c[0]!.snapshots = 1), 'refused'],
@@ -100,6 +101,20 @@ describe('planExternalMerge', () => {
   });
   it('refuses when the base cannot grow by the overlays data', () => {
     expect(kindOf(() => planExternalMerge(facts(chainOf(3), { freeBytesAtBase: 8 * MiB })))).toBe('no-space');
+  });
+  it('turns the zeros of v3 overlays into zero clusters before the commit, unless the base is plain (issue 19)', () => {
+    const chain = chainOf(4);
+    for (const [i, l] of chain.entries()) l.zeroClusters = i !== 1;
+    const plan = planExternalMerge(facts(chain));
+    expect(plan.steps.map((s) => s.kind)).toEqual(['zero-overlays', 'clear-under-zeros', 'commit', 'replace-top', 'remove', 'remove']);
+    // The v2 layer (no zero clusters) and the base are not scanned.
+    expect(plan.steps[0]).toEqual({ kind: 'zero-overlays', overlays: [{ path: '/vm/l0.qcow2', clusterBytes: 65536 }, { path: '/vm/l2.qcow2', clusterBytes: 65536 }], dataBytes: 8 * MiB });
+    expect(describeExternalStep(plan.steps[0]!)).toMatch(/only zeros into zero clusters/);
+    const plain = planExternalMerge(facts(chain, { basePreallocated: true }));
+    expect(plain.steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'reallocate-base', 'replace-top', 'remove', 'remove']);
+    const larger = chainOf(2);
+    larger[1]!.virtualSizeBytes = 128 * MiB;
+    expect(planExternalMerge(facts(larger, { basePreallocated: true })).steps.map((s) => s.kind)).toEqual(['clear-under-zeros', 'commit', 'shrink-base', 'reallocate-base', 'replace-top']);
   });
   it('refuses a base on another filesystem (no atomic rename)', () => {
     expect(kindOf(() => planExternalMerge(facts(chainOf(2), { baseOnTopFilesystem: false })))).toBe('not-supported');

@@ -3,14 +3,19 @@ import { dirname } from 'node:path';
 import type { Context } from '../context.js';
 import { inUseByOther } from '../../formats/qcow2/layers.js';
 import { copyOwnership } from '../../util/host-files.js';
-import { isLockFailure, repairLeaks } from '../../formats/qcow2/qemu-img.js';
+import { freeLeaks, isLockFailure } from '../../formats/qcow2/qemu-img.js';
+import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
 import { commitChainInto, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../../util/atomic.js';
 import { writeLeftoversNote } from './leftovers.js';
 import { formatBytes } from '../../util/units.js';
+import { clearUnderZeroClusters, writeZerosAsData, zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
 
 export type ExternalStep =
+  | { kind: 'zero-overlays'; overlays: { path: string; clusterBytes: number }[]; dataBytes: number }
   | { kind: 'commit'; top: string; base: string; baseName: string; overlays: number; dataBytes: number }
+  | { kind: 'clear-under-zeros'; top: string; base: string; overlays: number }
+  | { kind: 'reallocate-base'; base: string }
   | { kind: 'pull-up'; top: string; layers: number; dataBytes: number; shared: string[] }
   | { kind: 'shrink-base'; base: string; sizeBytes: number }
   | { kind: 'note-intermediates'; note: string; top: string; resultFile: string; paths: string[] }
@@ -20,10 +25,16 @@ export type ExternalStep =
 
 export function describeExternalStep(step: ExternalStep): string {
   switch (step.kind) {
+    case 'zero-overlays':
+      return `Read the data clusters of ${step.overlays.map((o) => o.path).join(', ')} (at most ${formatBytes(step.dataBytes)}) and turn those that hold only zeros into zero clusters, so that the commit does not copy them into the base as data; what each shows does not change.`;
     case 'commit':
-      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit), then free any cluster the base leaked; what ${step.top} shows does not change.`;
+      return `Copy the data of ${step.overlays} overlay(s) (at most ${formatBytes(step.dataBytes)}) from ${step.top} down into the base ${step.base} (qemu-img commit), then check the base (stopping if it is damaged) and free any cluster it leaked; what ${step.top} shows does not change.`;
     case 'pull-up':
       return `Copy into ${step.top} the data it reads from its ${step.layers} lower layer(s) (at most ${formatBytes(step.dataBytes)}, qemu-img rebase -b ""), then drop its backing file; ${step.shared.join(', ')} may be used by other images, so they are only read; what ${step.top} shows does not change.`;
+    case 'clear-under-zeros':
+      return `Free the clusters of the base ${step.base} under the zero clusters of the overlays (the overlays hide them), so that the commit's zero writes free nothing while it allocates; what ${step.top} shows does not change.`;
+    case 'reallocate-base':
+      return `Write zeros as data where the commit left zero clusters in the plain base ${step.base}, so that it stays fully allocated.`;
     case 'shrink-base':
       return `Cut the base ${step.base} to the top's virtual size of ${step.sizeBytes} bytes (the part past it was never visible).`;
     case 'replace-top':
@@ -39,6 +50,11 @@ export function describeExternalStep(step: ExternalStep): string {
 
 export async function runExternalStep(step: ExternalStep, context: Context): Promise<void> {
   switch (step.kind) {
+    case 'zero-overlays':
+      context.progress.step('Finding the zero-filled clusters of the overlays');
+      for (const overlay of step.overlays) await zeroAllZeroClusters(overlay.path, overlay.clusterBytes);
+      context.progress.done();
+      return;
     case 'commit':
       context.progress.step('Committing the overlays into the base');
       // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
@@ -49,8 +65,9 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
         if (isLockFailure(error)) throw inUseByOther(step.base);
         throw error;
       }
-      // A commit killed in an earlier run may have left clusters allocated in the base that nothing uses.
-      await repairLeaks(step.base);
+      // A commit killed in an earlier run may have left clusters allocated in the base that nothing uses; damage
+      // stops the merge here, before the base takes the top's name (the top still shows the same content).
+      if ((await requireConsistentQcow2(step.base)).leaks > 0) await freeLeaks(step.base);
       fsyncPath(step.base);
       context.progress.done();
       return;
@@ -59,6 +76,14 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       await pullUpChain(step.top, (fraction) => context.progress.update(fraction));
       fsyncPath(step.top);
       context.progress.done();
+      return;
+    case 'clear-under-zeros':
+      await clearUnderZeroClusters(step.top, step.overlays, step.base);
+      fsyncPath(step.base);
+      return;
+    case 'reallocate-base':
+      await writeZerosAsData(step.base);
+      fsyncPath(step.base);
       return;
     case 'shrink-base':
       await resizeQcow2(step.base, step.sizeBytes, { shrink: true, preallocate: false });

@@ -9,6 +9,7 @@ import type { MergeRequest } from '../request.js';
 import type { OpenedImage } from '../open.js';
 import { readChain, readLayer, requireNoWriterConflict, type Layer } from '../../formats/qcow2/layers.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
+import { readAllocation } from '../../formats/qcow2/allocation.js';
 import { sameFilesystem } from '../../util/host-files.js';
 import { describePlan, executePlan, type Plan } from '../../plan/plan.js';
 import { acquireLock, type HeldLock } from '../../util/lock.js';
@@ -35,6 +36,8 @@ export interface ChainFacts {
   placements?: Placement[];
   /** Free bytes in the top's filesystem (a pull-up grows the top); assumed enough when left out. */
   freeBytesAtTop?: number;
+  /** The base is laid out as qemu-img preallocates (a plain image): it must stay fully allocated. */
+  basePreallocated?: boolean;
 }
 
 /** Pure: the steps of the merge, or a refusal saying what to do instead. */
@@ -87,8 +90,20 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
   const dataBytes = chain.slice(0, -1).reduce((sum, layer) => sum + layer.hostBytes, 0);
   requireSpace(dirname(base.path), facts.freeBytesAtBase, dataBytes, `the base "${base.path}" to take the overlays' data`);
   const baseName = chain[chain.length - 2]!.backingPath ?? base.path;
-  const steps: ExternalStep[] = [...forget, { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes }];
+  // Zeros an overlay holds as data would be copied into the base as data (issue 19); a plain base keeps them as
+  // data anyway, and a v2 layer has no zero clusters to turn them into.
+  const overlays = chain.slice(0, -1).filter((layer) => layer.zeroClusters);
+  const steps: ExternalStep[] = [...forget];
+  if (!facts.basePreallocated && overlays.length > 0) {
+    const scanned = overlays.reduce((sum, layer) => sum + layer.hostBytes, 0);
+    steps.push({ kind: 'zero-overlays', overlays: overlays.map((layer) => ({ path: layer.path, clusterBytes: layer.clusterBytes })), dataBytes: scanned });
+  }
+  steps.push(
+    { kind: 'clear-under-zeros', top: top.path, base: base.path, overlays: chain.length - 1 },
+    { kind: 'commit', top: top.path, base: base.path, baseName, overlays: chain.length - 1, dataBytes },
+  );
   if (base.virtualSizeBytes > top.virtualSizeBytes) steps.push({ kind: 'shrink-base', base: base.path, sizeBytes: top.virtualSizeBytes });
+  if (facts.basePreallocated) steps.push({ kind: 'reallocate-base', base: base.path });
   // The note goes down before the rename (after it, the intermediates are no longer reachable from the top).
   const after = removals(base.path, ownLower.slice(0, -1));
   const noted = after[0]?.kind === 'note-intermediates' ? after.splice(0, 1) : [];
@@ -143,6 +158,7 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
     for (const layer of layers) warnings.push(...(await requireConsistentQcow2(layer.path)).warnings);
     const chain = layers.map((layer) => ({ ...layer, hostBytes: hostAllocatedBytes(layer.path) }));
     const base = chain[chain.length - 1]!;
+    const basePreallocated = chain.length > 1 && (await readAllocation(base.path, base.virtualSizeBytes)).preallocated;
     const plan = planExternalMerge({
       chain,
       freeBytesAtBase: freeBytesAt(dirname(base.path)),
@@ -151,6 +167,7 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
       note: newLeftoversNote(opened.ref.path),
       placements,
       freeBytesAtTop: freeBytesAt(dirname(opened.ref.path)),
+      basePreallocated,
     });
     const lines = describePlan(plan, describeExternalStep);
     const hostBytesBefore = chain.reduce((sum, layer) => sum + layer.hostBytes, 0);

@@ -4,7 +4,7 @@ import type { Context } from '../context.js';
 import { type DiskFacts, readAllocation } from './facts.js';
 import { assertCutIsFree, dataEndBytes, proofOf } from './minimum.js';
 import { type ResizePlan, type ResizeStep, describeStep } from './plan.js';
-import { Overlay, qemuCommit, type Committer } from './overlay.js';
+import { Overlay, qemuCommitInto, type Committer } from './overlay.js';
 import { commitOverlayIntoPloop, writePloopSectors } from './ploop.js';
 import { executePlan } from '../../plan/plan.js';
 import { shielded, throwIfCancelled } from '../../util/cancel.js';
@@ -109,7 +109,7 @@ export async function launchGuest(state: ResizeState, drive: DiskFile, readonly:
 /** How an overlay reaches this image: qemu-img commit for qcow2, a native cluster copy for ploop. */
 export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context): Committer {
   const image = facts.image;
-  if (image.format === 'qcow2') return qemuCommit;
+  if (image.format === 'qcow2') return qemuCommitInto(image.path);
   return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.folder, progress, context.notice);
 }
 

@@ -7,9 +7,9 @@ import { basename, dirname, join } from 'node:path';
 import { onExit } from '../../util/cancel.js';
 import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../../util/atomic.js';
 import { requireFreeSpace } from '../../util/space.js';
-import { qemuImg, parseProgress, repairLeaks } from '../../formats/qcow2/qemu-img.js';
-import { zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
-import { createOverlayFile } from '../../formats/qcow2/changes.js';
+import { repairLeaks } from '../../formats/qcow2/qemu-img.js';
+import { clearUnderZeroClusters, zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
+import { commitOverlay, createOverlayFile } from '../../formats/qcow2/changes.js';
 import type { DiskFile } from '../../partitions/io.js';
 import type { Progress } from '../../util/progress.js';
 
@@ -42,15 +42,18 @@ export function staleOverlays(disk: DiskFile): string[] {
 /** Copies an overlay's clusters into its base; must be idempotent (an interrupted commit is run again). */
 export type Committer = (overlayPath: string, progress: Progress) => Promise<void>;
 
-/** qcow2 bases: qemu-img commit, with -d (keep the overlay's data; we delete the file) so it can be re-run. */
-export const qemuCommit: Committer = async (overlayPath, progress) => {
-  await qemuImg(['commit', '-f', 'qcow2', '-d', '-p', overlayPath], {
-    onStdoutLine: (line) => {
-      const fraction = parseProgress(line);
-      if (fraction !== undefined) progress.update(fraction);
-    },
-  });
-};
+/**
+ * Into the qcow2 image `imagePath`: first the image's clusters under the overlay's zero clusters are freed (after the
+ * commit point, so a crash between the two is completed by the rerun), so that the commit itself frees nothing
+ * (formats/qcow2/zero-clusters.ts, clearUnderZeroClusters); then qemu-img commit with -d, which keeps the overlay's
+ * data (we delete the file) so it can be re-run.
+ */
+export function qemuCommitInto(imagePath: string): Committer {
+  return async (overlayPath, progress) => {
+    await clearUnderZeroClusters(overlayPath, 1, imagePath);
+    await commitOverlay(overlayPath, (fraction) => progress.update(fraction));
+  };
+}
 
 async function commitInto(overlayPath: string, progress: Progress, committer: Committer): Promise<void> {
   progress.step('Committing the changes into the image');

@@ -13,6 +13,10 @@ export interface Layer {
   dirty: boolean;
   corrupt: boolean;
   snapshots: number;
+  /** Guest bytes per cluster. */
+  clusterBytes: number;
+  /** qcow2 v3 (compat 1.1): a cluster can read as zeros without holding data (v2 has no zero clusters). */
+  zeroClusters: boolean;
   backingPath?: string;
   /** Extra features that make the layer unsuitable as the merged image (external data file, encryption). */
   unsupported?: string;
@@ -31,6 +35,8 @@ function parseLayer(path: string, stdout: string): Layer & { backingFilename?: s
     dirty: info.dirty,
     corrupt: info.corrupt,
     snapshots: info.snapshots.length,
+    clusterBytes: info.clusterSize ?? 65536,
+    zeroClusters: specific.compat === '1.1',
   };
   if (typeof specific['data-file'] === 'string') layer.unsupported = `an external data file (${specific['data-file']})`;
   else if (raw.encrypted === true || specific.encrypt !== undefined) layer.unsupported = 'encryption';

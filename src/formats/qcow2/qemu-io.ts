@@ -9,6 +9,9 @@ import { onExit } from '../../util/cancel.js';
 import { ToolError } from '../../util/errors.js';
 import type { QemuFormat } from './qemu-img.js';
 
+/** qemu-io commands per run: a long argv is fine, but each run stays well below ARG_MAX. */
+export const COMMANDS_PER_RUN = 2000;
+
 export interface GuestWrite {
   offsetBytes: number;
   bytes: Buffer;
@@ -70,10 +73,12 @@ export async function writeGuestBytes(path: string, format: QemuFormat, writes: 
  * backing file) and punches the freed host clusters out of the file.
  */
 export async function discardGuestRanges(path: string, format: QemuFormat, ranges: readonly { start: number; length: number }[]): Promise<void> {
-  if (ranges.length === 0) return;
-  const commands = ranges.flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
-  // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
-  await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
+  // Batches keep each argv well below ARG_MAX; a batch is one open, one close (which flushes).
+  for (let i = 0; i < ranges.length; i += COMMANDS_PER_RUN) {
+    const commands = ranges.slice(i, i + COMMANDS_PER_RUN).flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
+    // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
+    await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
+  }
 }
 
 /**

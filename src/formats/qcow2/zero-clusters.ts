@@ -1,15 +1,18 @@
-// Turns the all-zero data clusters of a qcow2 overlay into zero clusters before the overlay is committed, so that
-// zeros the appliance wrote (resize2fs moving a never-written journal, ntfsresize moves) reach the base as zero
-// writes that unmap instead of as data. Why here and not in the appliance: libguestfs 1.48's add-drive has no
-// detect-zeroes option. Why not detect-zeroes on the commit's base: qemu-img commit (a mirror job) writes up to
-// 1 MiB at a time, and detect-zeroes only sees a request that is zero as a whole; this scan works per cluster.
-// qemu-img commit then copies a zero cluster as write-zeroes with MAY_UNMAP (mirror's MIRROR_METHOD_ZERO).
+// Zeros that must not become data. Before a commit, the all-zero data clusters of the layers being committed
+// become zero clusters (zeros the appliance wrote: resize2fs moving a never-written journal, ntfsresize moves;
+// zeros a VM wrote into an external snapshot), and the target's clusters under zero clusters are freed in a run
+// of their own (clearUnderZeroClusters says why). Why a scan and not detect-zeroes: libguestfs 1.48's add-drive
+// has no detect-zeroes option, and qemu-img commit (a mirror job) writes up to 1 MiB at a time while detect-zeroes
+// only sees a request that is zero as a whole; this scan works per cluster. qemu-img commit then copies a zero
+// cluster as a write-zeroes (mirror's MIRROR_METHOD_ZERO), which over a freed cluster only sets a zero flag.
 import { closeSync, openSync } from 'node:fs';
 import { readFully } from '../../util/file-io.js';
 import { run } from '../../util/exec.js';
 import { throwIfCancelled } from '../../util/cancel.js';
 import { ToolError } from '../../util/errors.js';
-import { map } from './qemu-img.js';
+import { infoChain, map } from './qemu-img.js';
+import { COMMANDS_PER_RUN, discardGuestRanges } from './qemu-io.js';
+import type { Range } from '../../util/ranges.js';
 
 export interface ZeroRun {
   offsetBytes: number;
@@ -24,8 +27,6 @@ export interface ZeroScan {
 }
 
 const READ_BYTES = 8 * 1024 * 1024;
-/** qemu-io commands per run: a long argv is fine, but keep each run well below ARG_MAX. */
-const COMMANDS_PER_RUN = 2000;
 
 /** Runs of all-zero clusters among the data clusters of `path` itself (depth 0), read at their host offsets. */
 export async function findZeroRuns(path: string, clusterBytes: number, onRead?: (bytes: number) => void): Promise<{ runs: ZeroRun[]; dataBytes: number }> {
@@ -61,16 +62,19 @@ export async function findZeroRuns(path: string, clusterBytes: number, onRead?: 
   return { runs, dataBytes };
 }
 
+/** Runs qemu-io commands on the qcow2 file `path`, COMMANDS_PER_RUN per run, each run ending with a flush. */
+async function runQemuIo(path: string, commands: readonly string[], what: string): Promise<void> {
+  for (let i = 0; i < commands.length; i += COMMANDS_PER_RUN) {
+    throwIfCancelled();
+    const args = ['-f', 'qcow2', ...commands.slice(i, i + COMMANDS_PER_RUN).flatMap((command) => ['-c', command]), '-c', 'flush', path];
+    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 30 * 60_000 });
+    if (/failed|error/i.test(stdout + stderr)) throw new ToolError('tool-failed', `qemu-io could not ${what} "${path}": ${(stdout + stderr).trim()}`);
+  }
+}
+
 /** Rewrites the runs as zero clusters (write-zeroes with unmap): the content read through `path` does not change. */
 export async function writeZeroRuns(path: string, runs: readonly ZeroRun[]): Promise<void> {
-  for (let i = 0; i < runs.length; i += COMMANDS_PER_RUN) {
-    throwIfCancelled();
-    const args = ['-f', 'qcow2'];
-    for (const r of runs.slice(i, i + COMMANDS_PER_RUN)) args.push('-c', `write -q -z -u ${r.offsetBytes} ${r.lengthBytes}`);
-    args.push('-c', 'flush', path);
-    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 30 * 60_000 });
-    if (/failed|error/i.test(stdout + stderr)) throw new ToolError('tool-failed', `qemu-io could not write zero clusters into "${path}": ${(stdout + stderr).trim()}`);
-  }
+  await runQemuIo(path, runs.map((r) => `write -q -z -u ${r.offsetBytes} ${r.lengthBytes}`), 'write zero clusters into');
 }
 
 /** Scans `path`'s own data clusters and turns the all-zero ones into zero clusters. */
@@ -78,4 +82,48 @@ export async function zeroAllZeroClusters(path: string, clusterBytes: number, on
   const { runs, dataBytes } = await findZeroRuns(path, clusterBytes, onRead);
   await writeZeroRuns(path, runs);
   return { dataBytes, zeroBytes: runs.reduce((sum, r) => sum + r.lengthBytes, 0) };
+}
+
+/**
+ * Frees, in the qcow2 file `base`, the clusters under the zero clusters of the `overlays` layers above
+ * it in `top`'s chain, before those layers are committed into it. qemu-img commit copies a zero cluster as a
+ * write-zeroes that may unmap; over a cluster the base holds, that frees it, and the same commit may then reuse
+ * it for other data before the table that still names it reaches the disk: a kill or a power cut there leaves one
+ * cluster under two guest offsets. Freed here first, in a run that allocates nothing (a discard: the ranges read
+ * as zeros, over a backing file too), the commit's zero writes only set zero flags. The overlays shadow these
+ * ranges: what the top shows does not change. Returns the bytes of the ranges.
+ */
+export async function clearUnderZeroClusters(top: string, overlays: number, base: string): Promise<number> {
+  // Past the end of a smaller base (which the commit grows) there is nothing to free.
+  const baseBytes = (await infoChain(base, 'qcow2', false))[0]!.virtualSize;
+  const ranges: Range[] = (await map(top, 'qcow2', false))
+    .filter((e) => e.depth < overlays && e.zero && !e.data && e.start < baseBytes)
+    .map((e) => ({ start: e.start, length: Math.min(e.start + e.length, baseBytes) - e.start }))
+    .filter((r) => r.length > 0);
+  await discardGuestRanges(base, 'qcow2', ranges);
+  return ranges.reduce((sum, r) => sum + r.length, 0);
+}
+
+/** Bytes per qemu-io write when zeros are written as data: qemu-io holds the whole buffer of one write in memory. */
+const ZERO_DATA_WRITE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Writes zeros as data over every range of the standalone image `path` that holds no data (zero clusters, or
+ * nothing): a plain image whose commit left zero clusters is laid out as a preallocated one again. The run only
+ * allocates; the freed clusters the commit left are taken first (qcow2 allocates the lowest free cluster), so
+ * the guest order of the host offsets mostly holds. Returns the bytes written.
+ */
+export async function writeZerosAsData(path: string): Promise<number> {
+  const holes = (await map(path, 'qcow2', false)).filter((e) => e.depth === 0 && !e.data && e.length > 0);
+  const commands: string[] = [];
+  let total = 0;
+  for (const hole of holes) {
+    for (let at = 0; at < hole.length; at += ZERO_DATA_WRITE_BYTES) {
+      const length = Math.min(ZERO_DATA_WRITE_BYTES, hole.length - at);
+      commands.push(`write -q -P 0 ${hole.start + at} ${length}`);
+      total += length;
+    }
+  }
+  await runQemuIo(path, commands, 'write zeros as data into');
+  return total;
 }
