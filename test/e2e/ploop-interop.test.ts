@@ -1,5 +1,7 @@
-// The native ploop engine against QEMU's parallels driver: QEMU reads what we write, we read what
-// QEMU writes, qemu-img check stays clean, and a SIGKILL at any durable write leaves old or new content.
+// The native ploop engine against QEMU's parallels driver and real ploop: QEMU reads what we write, we read what
+// QEMU writes, qemu-img check stays clean, real ploop's strict check and snapshot-list accept every image the engine
+// changed (its QEMU-made input settled first, as a VZ7 host does at mount: test/helpers/real-ploop-exec.ts), and a
+// SIGKILL at any durable write leaves old or new content.
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, truncateSync, writeFileSync, mkdirSync, copyFileSync as copy } from 'node:fs';
@@ -25,6 +27,7 @@ import {
   removeDir,
   tempDir,
 } from '../unit/ploop/fixtures.js';
+import { realPloopProblems, settleFolder } from '../helpers/real-ploop.js';
 
 const K = 1024;
 const M = 1024 * K;
@@ -52,6 +55,11 @@ function expectClean(delta: string): void {
   const r = qemuCheck(delta);
   expect(r.output).toContain('No errors were found on the image.');
   expect(r.status).toBe(0);
+}
+
+/** Real ploop's verdict on the folder the engine changed: nothing to report. */
+async function expectRealPloopAccepts(dir: string): Promise<void> {
+  expect(await realPloopProblems(dir)).toEqual([]);
 }
 
 /** qemu-img compare of the delta against a raw file holding the expected content. */
@@ -133,9 +141,10 @@ function resize(dir: string, sizeBytes: number, preallocated = false): void {
 }
 
 describe('grow and shrink', () => {
-  test('grow 64M → 3G relocates the clusters in the way of the longer BAT', () => {
+  test('grow 64M → 3G relocates the clusters in the way of the longer BAT', async () => {
     const dir = freshDir();
     const delta = makePloop(dir, 64 * M, CLUSTER, PATTERN);
+    settleFolder(dir);
     const expected = saveRaw(delta, dir, 'expected.raw');
     const image = openPloopImage(dir, { write: true });
     const plan = planResize(layoutOf(image, 0), [], 3 * G);
@@ -149,11 +158,13 @@ describe('grow and shrink', () => {
     const reopened = openPloopImage(dir);
     expect(reopened.pendingRecovery).toEqual([]);
     closePloopImage(reopened);
+    await expectRealPloopAccepts(dir);
   });
 
-  test('shrink 64M → 16M releases the clusters past the end and truncates the file', () => {
+  test('shrink 64M → 16M releases the clusters past the end and truncates the file', async () => {
     const dir = freshDir();
     const delta = makePloop(dir, 64 * M, CLUSTER, PATTERN);
+    settleFolder(dir);
     const expected = saveRaw(delta, dir, 'expected.raw');
     const before = statSync(delta).size;
     resize(dir, 16 * M);
@@ -162,24 +173,28 @@ describe('grow and shrink', () => {
     expectContent(delta, expected);
     expect(statSync(delta).size).toBe(before - 3 * CLUSTER); // the 20M (2 clusters) and 60M (1) writes
     expect(readDescriptor(dir).diskSizeSectors).toBe((16 * M) / 512);
+    await expectRealPloopAccepts(dir);
   });
 
-  test('grow a preallocated image allocates the new space', () => {
+  test('grow a preallocated image allocates the new space', async () => {
     const dir = freshDir();
     const delta = makePloop(dir, 4 * M, CLUSTER, ['write -P 0x66 0 4M']);
+    settleFolder(dir);
     resize(dir, 8 * M, true);
     expectClean(delta);
     const image = openPloopImage(dir);
     expect(countBlocks(layoutOf(image, 0)).allocatedBlocks).toBe(128);
     closePloopImage(image);
     qemuIo(delta, ['read -P 0x66 0 4M', 'read -P 0 4M 4M'], true);
+    await expectRealPloopAccepts(dir);
   });
 });
 
 describe('compact and convert', () => {
-  test('compact drops the free clusters, fills holes from the tail and truncates', () => {
+  test('compact drops the free clusters, fills holes from the tail and truncates', async () => {
     const dir = freshDir();
     const delta = makePloop(dir, 64 * M, CLUSTER, PATTERN);
+    settleFolder(dir);
     const expected = saveRaw(delta, dir, 'expected.raw');
     // Free: virtual clusters 2..3 (0x22 at 128k..192k) and the 20M write (clusters 320, 321).
     const free = [2, 3, 320, 321, 500];
@@ -199,9 +214,10 @@ describe('compact and convert', () => {
     const after = openPloopImage(dir);
     expect(countBlocks(layoutOf(after, 0)).allocatedBlocks).toBe(before.allocatedBlocks - 4);
     closePloopImage(after);
+    await expectRealPloopAccepts(dir);
   });
 
-  test('compact on a chain never unmaps a cluster that a lower delta holds', () => {
+  test('compact on a chain never unmaps a cluster that a lower delta holds', async () => {
     const dir = freshDir();
     qemuCreate(join(dir, 'root.hds'), 4 * M, CLUSTER);
     qemuIo(join(dir, 'root.hds'), ['write -P 0xaa 0 64k']);
@@ -211,6 +227,7 @@ describe('compact and convert', () => {
       join(dir, 'DiskDescriptor.xml'),
       descriptorXml({ sizeSectors: (4 * M) / 512, blockSizeSectors: CLUSTER / 512, shots: [{ guid: TOP_GUID, file: 'top.hds', parent: BASE_GUID }, { guid: BASE_GUID, file: 'root.hds', parent: ROOT_PARENT }] }),
     );
+    settleFolder(dir);
     const image = openPloopImage(dir, { write: true });
     const plan = planCompact(layoutOf(image, 0), [layoutOf(image, 1)], [0, 1]);
     expect(plan.notReclaimable).toBe(1);
@@ -219,11 +236,13 @@ describe('compact and convert', () => {
     expect(readVirtual(image, 64 * K, 64 * K).every((b) => b === 0)).toBe(true);
     closePloopImage(image);
     expectClean(join(dir, 'top.hds'));
+    await expectRealPloopAccepts(dir);
   });
 
-  test('convert to preallocated and back keeps the content and the host size follows', () => {
+  test('convert to preallocated and back keeps the content and the host size follows', async () => {
     const dir = freshDir();
     const delta = makePloop(dir, 16 * M, CLUSTER, ['write -P 0x11 0 64k', 'write -P 0 1M 64k', 'write -P 0x77 8M 128k']);
+    settleFolder(dir);
     const expected = saveRaw(delta, dir, 'expected.raw');
     let image = openPloopImage(dir, { write: true });
     executeConvert(image, planConvert(image, 'preallocated'));
@@ -232,6 +251,7 @@ describe('compact and convert', () => {
     expectContent(delta, expected);
     expect(statSync(delta).size).toBe(CLUSTER + 16 * M);
     expect(readDescriptor(dir).preallocated).toBe(true);
+    await expectRealPloopAccepts(dir);
 
     image = openPloopImage(dir, { write: true });
     const plan = planConvert(image, 'expanding');
@@ -242,6 +262,7 @@ describe('compact and convert', () => {
     expectContent(delta, expected);
     expect(statSync(delta).size).toBe(CLUSTER + 3 * CLUSTER);
     expect(readDescriptor(dir).preallocated).toBe(false);
+    await expectRealPloopAccepts(dir);
   });
 });
 
