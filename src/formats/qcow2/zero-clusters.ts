@@ -91,9 +91,9 @@ export async function zeroAllZeroClusters(path: string, clusterBytes: number, on
  * it for other data before the table that still names it reaches the disk: a kill or a power cut there leaves one
  * cluster under two guest offsets. Freed here first, in a run that allocates nothing (a discard: the ranges read
  * as zeros, over a backing file too), the commit's zero writes only set zero flags. The overlays shadow these
- * ranges: what the top shows does not change. Returns the bytes of the ranges.
+ * ranges: what the top shows does not change.
  */
-export async function clearUnderZeroClusters(top: string, overlays: number, base: string): Promise<number> {
+export async function clearUnderZeroClusters(top: string, overlays: number, base: string): Promise<void> {
   // Past the end of a smaller base (which the commit grows) there is nothing to free.
   const baseBytes = (await infoChain(base, 'qcow2', false))[0]!.virtualSize;
   const ranges: Range[] = (await map(top, 'qcow2', false))
@@ -101,7 +101,6 @@ export async function clearUnderZeroClusters(top: string, overlays: number, base
     .map((e) => ({ start: e.start, length: Math.min(e.start + e.length, baseBytes) - e.start }))
     .filter((r) => r.length > 0);
   await discardGuestRanges(base, 'qcow2', ranges);
-  return ranges.reduce((sum, r) => sum + r.length, 0);
 }
 
 /** Bytes per qemu-io write when zeros are written as data: qemu-io holds the whole buffer of one write in memory. */
@@ -110,20 +109,16 @@ const ZERO_DATA_WRITE_BYTES = 64 * 1024 * 1024;
 /**
  * Writes zeros as data over every range of the standalone image `path` that holds no data (zero clusters, or
  * nothing): a plain image whose commit left zero clusters is laid out as a preallocated one again. The run only
- * allocates; the freed clusters the commit left are taken first (qcow2 allocates the lowest free cluster), so
- * the guest order of the host offsets mostly holds. Returns the bytes written.
+ * allocates, and qcow2 hands out the lowest free cluster first, which is where clearUnderZeroClusters freed: the
+ * host offsets keep rising with the guest offsets.
  */
-export async function writeZerosAsData(path: string): Promise<number> {
+export async function writeZerosAsData(path: string): Promise<void> {
   const holes = (await map(path, 'qcow2', false)).filter((e) => e.depth === 0 && !e.data && e.length > 0);
   const commands: string[] = [];
-  let total = 0;
   for (const hole of holes) {
     for (let at = 0; at < hole.length; at += ZERO_DATA_WRITE_BYTES) {
-      const length = Math.min(ZERO_DATA_WRITE_BYTES, hole.length - at);
-      commands.push(`write -q -P 0 ${hole.start + at} ${length}`);
-      total += length;
+      commands.push(`write -q -P 0 ${hole.start + at} ${Math.min(ZERO_DATA_WRITE_BYTES, hole.length - at)}`);
     }
   }
   await runQemuIo(path, commands, 'write zeros as data into');
-  return total;
 }
