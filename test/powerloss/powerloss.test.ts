@@ -143,18 +143,6 @@ function differingSectors(fmt: string, a: string, b: string, scratch: string): s
   }
 }
 
-/**
- * Open bugs the harness found (docs/reliability.md), matched exactly so that anything else still fails; each is
- * printed, and PRL_POWERLOSS_STRICT=1 counts them as failures.
- */
-const KNOWN: { operation: RegExp; problem: (problem: string, newSizeBytes: number) => boolean; bug: string }[] = [
-  {
-    operation: /^qcow2 merge$/, problem: (problem) => /^the rerun exited 4: The qcow2 image .* has \d+ corruption\(s\); repair it with/.test(problem),
-    bug: 'B16: qemu-img snapshot -d is not atomic under power loss (OFLAG_COPIED/refcount corruption); the rerun refuses and names the repair',
-  },
-];
-const STRICT = process.env.PRL_POWERLOSS_STRICT === '1';
-
 /** What of the completed state a power cut right after the run's exit would lose (no rerun). */
 function durable(op: HostOp, image: BuiltImage, reference: BuiltImage): string[] {
   const out: string[] = [];
@@ -211,9 +199,7 @@ describe(`power loss (seed ${SEED}, ${STATES} states per operation; PRL_POWERLOS
       const image = relocate(pristine, pristineDir, stateDir);
       const rerun = await runCli(op.args(image));
       const found = rerun.code === 0 ? problems(op, image, reference, stateDir, referenceDir) : [`the rerun exited ${rerun.code}: ${rerun.stderr.trim().split('\n').slice(-3).join(' | ')}`];
-      const known = STRICT || found.length === 0 ? undefined : KNOWN.find((k) => k.operation.test(label) && found.every((p) => k.problem(p, info(reference).virtualSizeBytes)));
-      if (known !== undefined) console.warn(`${label}: state ${i} ${describeState(state, recorded.ops.length)} hit known bug ${known.bug}`);
-      else if (found.length > 0) failures.push(`state ${i} ${describeState(state, recorded.ops.length)}: ${found.join('; ')}`);
+      if (found.length > 0) failures.push(`state ${i} ${describeState(state, recorded.ops.length)}: ${found.join('; ')}`);
     }
     rmSync(stateDir, { recursive: true, force: true });
     expect(failures, `${failures.length} of ${states.length} crash states of ${label} failed`).toEqual([]);

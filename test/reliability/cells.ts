@@ -18,32 +18,6 @@ export interface CellSpec {
   points: number | number[];
   /** What must hold once the operation has completed (size, snapshots, backing file, allocation); undefined = ok. */
   after: (image: BuiltImage) => string | undefined;
-  /** An open bug (docs/reliability.md) this cell can hit, matched exactly; see knownOutcome(). */
-  known?: KnownBug;
-}
-
-/**
- * An open bug: `matches` recognises its exact refusal by the recovery run, and `repair` is the documented way out.
- * Such a case passes only when, after the repair, the same command completes and nothing is lost; it is printed,
- * and PRL_RELIABILITY_STRICT=1 fails it like any other case.
- */
-export interface KnownBug {
-  id: string;
-  matches: (code: number | null, stderr: string) => boolean;
-  repair: (image: BuiltImage) => void;
-}
-
-const STRICT = process.env.PRL_RELIABILITY_STRICT === '1';
-
-async function knownOutcome(label: string, image: BuiltImage, spec: CellSpec, code: number | null, stderr: string): Promise<boolean> {
-  const known = spec.known;
-  if (STRICT || !known || !known.matches(code, stderr)) return false;
-  known.repair(image);
-  const again = await runCli(spec.args(image));
-  const verdict = await judge(image);
-  const ok = again.code === 0 && verdict.ok && verdict.lost === 0 && spec.after(image) === undefined;
-  console.log(`${label}: hit the open bug ${known.id}; after its repair the rerun ${ok ? 'completed with nothing lost' : `did not complete (exit ${again.code}; ${verdict.problems.join('; ')})`}`);
-  return ok;
 }
 
 export interface CellResult {
@@ -88,7 +62,6 @@ async function oneCase(label: string, image: BuiltImage, spec: CellSpec, change:
     ...(inUseLeft(image) ? ['the in-use mark is still set'] : []),
   ];
   if (problems.length === 0) return { passed: true, lost: 0, killed };
-  if (await knownOutcome(label, image, spec, recovery.code, recovery.stderr)) return { passed: true, lost: 0, killed };
   return { passed: false, lost: verdict.lost, killed, failure: `${label}: ${problems.join('\n  ')}` };
 }
 

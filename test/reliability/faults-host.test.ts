@@ -4,9 +4,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ImageFormat } from '../factory/index.js';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { FULL, cloneImage, runCli, workDir } from './harness.js';
+import { FULL, cloneImage, judge, killAtChange, runCli, workDir } from './harness.js';
 import { completed, leakOneCluster, standard, withSnapshots } from './images.js';
 import { hostOps } from './host-cells.js';
 import { runCell, type CellSpec } from './cells.js';
@@ -91,6 +91,41 @@ describe('known bugs found by the kill matrix', () => {
       expect(rerun.code).toBe(0);
       expect(rerun.stdout).toMatch(/leaked cluster/);
       expect(leaks()).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // B16 (docs/reliability.md), owner: merge. qemu-img snapshot -d stopped amid the deletion of the last snapshot
+  // leaves OFLAG_COPIED bits that disagree with the refcounts (and a leak); the rerun refused the image as corrupt.
+  it('B16 (fixed): merge repairs the OFLAG_COPIED bits a killed deletion left; other commands refuse naming merge', async () => {
+    const dir = workDir('b16');
+    try {
+      const image = await withSnapshots(dir);
+      const opts = `driver=qcow2,file.driver=file,file.filename=${image.dataFile}`;
+      for (const name of ['first', 'second']) expect(spawnSync('qemu-img', ['snapshot', '--image-opts', '-d', name, opts]).status).toBe(0);
+      const pristine = `${image.dataFile}.pristine`;
+      copyFileSync(image.dataFile, pristine);
+      const copiedErrors = (): number => (spawnSync('qemu-img', ['check', '-f', 'qcow2', image.dataFile], { encoding: 'utf8' }).stderr.match(/^ERROR OFLAG_COPIED /gm) ?? []).length;
+      // The first durable change of the deletion of "third" after which a kill leaves wrong bits.
+      let found = false;
+      for (let n = 1; n <= 40 && !found; n++) {
+        copyFileSync(pristine, image.dataFile);
+        await killAtChange(['snapshot', '--image-opts', '-d', 'third', opts], dir, n);
+        found = copiedErrors() > 0;
+      }
+      rmSync(pristine);
+      expect(found, 'no kill point of qemu-img snapshot -d left wrong OFLAG_COPIED bits').toBe(true);
+      const refused = await runCli(['convert', '--hdd', image.hdd, '--plain']);
+      expect(refused.code).toBe(4);
+      expect(refused.stderr).toMatch(/OFLAG_COPIED bit is wrong, what an interrupted snapshot deletion leaves; "prl_disk_tool merge --hdd /);
+      const merged = await runCli(['merge', '--hdd', image.hdd]);
+      expect(merged.code, merged.stderr).toBe(0);
+      expect(merged.stdout).toMatch(/OFLAG_COPIED/);
+      expect(copiedErrors()).toBe(0);
+      expect(spawnSync('qemu-img', ['check', '-f', 'qcow2', image.dataFile]).status).toBe(0);
+      expect(completed.noSnapshots(image)).toBeUndefined();
+      expect(await judge(image)).toMatchObject({ ok: true, lost: 0 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -172,6 +172,14 @@ export async function countChanges(args: readonly string[], root: string): Promi
   }
 }
 
+/** Waits until the shim has stopped the run at its kill point (true) or the run has ended (false). */
+async function stoppedBeforeEnd(counter: string, done: Promise<unknown>): Promise<boolean> {
+  let finished = false;
+  void done.then(() => (finished = true));
+  while (!finished && !existsSync(`${counter}.hit`)) await sleep(20);
+  return !finished;
+}
+
 /**
  * Runs the CLI and kills its whole tree right after its `n`th durable change under `root` (the shim stops the
  * process that made it; nothing runs on). `killed` is false when the run ended first.
@@ -180,13 +188,24 @@ export async function runAndKillAt(args: readonly string[], root: string, n: num
   const counter = join(tmpdir(), `prl-rel-stop-${process.pid}-${Date.now()}`);
   try {
     const running = startCli(args, stopAtEnv(root, n, counter));
-    let finished = false;
-    void running.done.then(() => (finished = true));
-    while (!finished && !existsSync(`${counter}.hit`)) await sleep(20);
-    const killed = !finished;
+    const killed = await stoppedBeforeEnd(counter, running.done);
     if (killed) await killTree(running.pid);
     const outcome = await running.done;
     return { ...outcome, killed, afterMs: outcome.ms };
+  } finally {
+    rmSync(counter, { force: true });
+    rmSync(`${counter}.hit`, { force: true });
+  }
+}
+
+/** Runs `qemu-img ARGS` and kills it right after its `n`th durable change under `root` (or lets it end first). */
+export async function killAtChange(args: readonly string[], root: string, n: number): Promise<void> {
+  const counter = join(tmpdir(), `prl-rel-qemu-${process.pid}-${Date.now()}`);
+  try {
+    const child = spawn('qemu-img', args, { env: { ...process.env, ...stopAtEnv(root, n, counter) }, stdio: 'ignore' });
+    const done = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    if (await stoppedBeforeEnd(counter, done)) child.kill('SIGKILL');
+    await done;
   } finally {
     rmSync(counter, { force: true });
     rmSync(`${counter}.hit`, { force: true });

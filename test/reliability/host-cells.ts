@@ -2,8 +2,7 @@
 // the image, the command, the completed state, and the state before (what an interrupted run must leave).
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
 import { chain, completed, info, ploopDeltas, roomAtEnd, standard, withPloopSnapshot, withSnapshots } from './images.js';
-import type { CellSpec, KnownBug } from './cells.js';
-import { spawnSync } from 'node:child_process';
+import type { CellSpec } from './cells.js';
 
 export interface HostOp extends Omit<CellSpec, 'points'> {
   /** The state before the operation, which an interrupted or refused run must leave; undefined = ok. */
@@ -11,16 +10,6 @@ export interface HostOp extends Omit<CellSpec, 'points'> {
 }
 
 const sizeStays = (mib: number) => completed.size(mib);
-
-/**
- * B16 (docs/reliability.md): qemu-img snapshot -d is not atomic; stopped between two of its metadata writes it leaves
- * refcounts qemu-img check calls corrupt, and the rerun refuses naming "qemu-img check -r all".
- */
-const B16: KnownBug = {
-  id: 'B16',
-  matches: (code, stderr) => code === 4 && /^The qcow2 image ".*" has \d+ corruption\(s\); repair it with "qemu-img check -r all -f qcow2 /.test(stderr.trim()),
-  repair: (image) => void spawnSync('qemu-img', ['check', '-q', '-r', 'all', '-f', 'qcow2', image.dataFile], { stdio: 'ignore' }),
-};
 
 export function hostOps(format: ImageFormat): HostOp[] {
   const ops: HostOp[] = [
@@ -32,7 +21,7 @@ export function hostOps(format: ImageFormat): HostOp[] {
   if (format === 'qcow2') {
     ops.push(
       {
-        format, operation: 'merge', build: (dir) => withSnapshots(dir), args: (i) => ['merge', '--hdd', i.hdd], after: completed.noSnapshots, known: B16,
+        format, operation: 'merge', build: (dir) => withSnapshots(dir), args: (i) => ['merge', '--hdd', i.hdd], after: completed.noSnapshots,
         before: (i) => (info(i).snapshots === 3 ? undefined : `${info(i).snapshots} snapshots, expected 3`),
       },
       {

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { planSnapshotMerge, describeSnapshotStep } from '../../src/commands/merge/merge.js';
 import { planExternalMerge, describeExternalStep, type ChainFacts } from '../../src/commands/merge/external.js';
 import { qcow2ImageOpts } from '../../src/formats/qcow2/changes.js';
+import { countCopiedFlagErrors } from '../../src/formats/qcow2/qemu-img.js';
 import { findStaleTemporaries } from '../../src/util/atomic.js';
 import { ToolError } from '../../src/util/errors.js';
 
@@ -46,6 +47,24 @@ describe('planSnapshotMerge', () => {
     expect(plan.summary).toMatch(/3 leaked cluster/);
     const both = planSnapshotMerge('/vm/a.qcow2', [{ id: '1', name: 'a', vmStateSize: 0 }], 1);
     expect(both.steps.map((s) => s.kind)).toEqual(['repair-leaks', 'delete-snapshot']);
+  });
+  it('sets the OFLAG_COPIED bits an interrupted deletion left wrong first, leaks included, even with no snapshot left (B16)', () => {
+    const plan = planSnapshotMerge('/vm/a.qcow2', [], 1, 1024);
+    expect(plan.steps).toEqual([{ kind: 'repair-copied-flags', path: '/vm/a.qcow2', clusters: 1024, leaks: 1 }]);
+    expect(plan.summary).toMatch(/1024 wrong OFLAG_COPIED bit\(s\), 1 leaked cluster/);
+    expect(describeSnapshotStep(plan.steps[0]!)).toMatch(/qemu-img check -r all; .*no guest byte changes\.$/);
+    const both = planSnapshotMerge('/vm/a.qcow2', [{ id: '2', name: 'b', vmStateSize: 0 }], 0, 3);
+    expect(both.steps.map((s) => s.kind)).toEqual(['repair-copied-flags', 'delete-snapshot']);
+  });
+  it('counts the OFLAG_COPIED findings of qemu-img check, and nothing else', () => {
+    const stderr = [
+      'Leaked cluster 1546 refcount=1 reference=0',
+      'ERROR OFLAG_COPIED data cluster: l2_entry=50000 refcount=1',
+      'ERROR OFLAG_COPIED L2 cluster: l1_index=0 l1_entry=40000 refcount=1',
+      'ERROR cluster 7 refcount=1 reference=2',
+      'Repairing OFLAG_COPIED data cluster: l2_entry=60000 refcount=1',
+    ].join('\n');
+    expect(countCopiedFlagErrors(stderr)).toBe(2);
   });
 });
 

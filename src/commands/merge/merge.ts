@@ -4,9 +4,9 @@ import type { Context } from '../context.js';
 import type { ChangeReport } from '../report.js';
 import { openImage } from '../open.js';
 import type { Qcow2Image } from '../../formats/image.js';
-import { infoChain, freeLeaks, type Snapshot } from '../../formats/qcow2/qemu-img.js';
+import { check, infoChain, freeLeaks, repairCopiedFlags, type Snapshot } from '../../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../../plan/plan.js';
-import { ToolError } from '../../util/errors.js';
+import { ImageInvalid, ToolError } from '../../util/errors.js';
 import { formatBytes } from '../../util/units.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
 import { deleteSnapshot } from '../../formats/qcow2/changes.js';
@@ -16,11 +16,15 @@ import { hostAllocatedBytes } from '../../util/space.js';
 
 export type SnapshotStep =
   | { kind: 'repair-leaks'; path: string; leaks: number }
+  | { kind: 'repair-copied-flags'; path: string; clusters: number; leaks: number }
   | { kind: 'delete-snapshot'; path: string; id: string; name: string };
 
 export function describeSnapshotStep(step: SnapshotStep): string {
   if (step.kind === 'repair-leaks') {
     return `Free the ${step.leaks} leaked cluster(s) of ${step.path} (qemu-img check -r leaks); only refcounts change.`;
+  }
+  if (step.kind === 'repair-copied-flags') {
+    return `Set the OFLAG_COPIED bit of ${step.clusters} cluster(s) of ${step.path} from its refcount and free ${step.leaks} leaked cluster(s) (qemu-img check -r all; an interrupted snapshot deletion leaves both, and nothing else is wrong); no guest byte changes.`;
   }
   return `Delete the internal snapshot ${step.id} ("${step.name}") of ${step.path}; the current state is not touched.`;
 }
@@ -29,23 +33,39 @@ export function describeSnapshotStep(step: SnapshotStep): string {
  * qemu-img snapshot -d finds a snapshot by NAME only (qemu 7.2 bdrv_snapshot_find), taking the first one in
  * table order. Deleting in table order therefore always removes the intended snapshot, even when names repeat
  * or a name looks like another snapshot's id. Leaked clusters, which a merge killed halfway leaves behind,
- * are freed first, so that rerunning merge is the whole recovery.
+ * are freed first, so that rerunning merge is the whole recovery; so are the wrong OFLAG_COPIED bits a deletion
+ * stopped by a kill or a power cut leaves (B16 in docs/reliability.md).
  */
-export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[], leaks = 0): Plan<SnapshotStep> {
-  const repair: SnapshotStep[] = leaks > 0 ? [{ kind: 'repair-leaks', path, leaks }] : [];
+export function planSnapshotMerge(path: string, snapshots: readonly Snapshot[], leaks = 0, copiedFlagErrors = 0): Plan<SnapshotStep> {
+  const repair: SnapshotStep[] =
+    copiedFlagErrors > 0
+      ? [{ kind: 'repair-copied-flags', path, clusters: copiedFlagErrors, leaks }]
+      : leaks > 0
+        ? [{ kind: 'repair-leaks', path, leaks }]
+        : [];
   const deletions: SnapshotStep[] = snapshots.map((s) => ({ kind: 'delete-snapshot', path, id: s.id, name: s.name }));
   let summary = `Delete all ${snapshots.length} internal snapshot(s) of ${path}, keeping its current state.`;
   if (snapshots.length === 0) {
-    summary = leaks > 0
-      ? `${path} has no internal snapshots; free the ${leaks} leaked cluster(s) an interrupted run left.`
-      : `${path} has no internal snapshots; nothing to merge.`;
+    summary =
+      repair.length > 0
+        ? `${path} has no internal snapshots; repair what an interrupted run left (${copiedFlagErrors > 0 ? `${copiedFlagErrors} wrong OFLAG_COPIED bit(s), ` : ''}${leaks} leaked cluster(s)).`
+        : `${path} has no internal snapshots; nothing to merge.`;
   }
   return { summary, steps: [...repair, ...deletions] };
 }
 
+/** The repair, then a check that it left nothing: anything else qemu-img would have rebuilt stops the merge. */
+async function repairCopiedFlagsOnly(path: string): Promise<void> {
+  await repairCopiedFlags(path);
+  const after = await check(path, 'qcow2');
+  if (after.corruptions > 0 || after.checkErrors > 0) {
+    throw new ImageInvalid(`qemu-img check -r all left ${after.corruptions} corruption(s) in "${path}"; nothing else was changed. Repair it by hand (after a backup) and run merge again`);
+  }
+}
+
 async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const { leaks } = await requireConsistentQcow2(image.path);
-  const plan = planSnapshotMerge(image.path, image.snapshots, leaks);
+  const { leaks, copiedFlagErrors } = await requireConsistentQcow2(image.path, { acceptCopiedFlags: true });
+  const plan = planSnapshotMerge(image.path, image.snapshots, leaks, copiedFlagErrors);
   const warnings: string[] = [];
   const lines = describePlan(plan, describeSnapshotStep);
   const hostBytesBefore = hostAllocatedBytes(image.path);
@@ -67,6 +87,7 @@ async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context:
   await executePlan(plan, describeSnapshotStep, async (step) => {
     // Each step runs to its end even when interrupted (killing qemu-img amid a deletion leaks clusters).
     if (step.kind === 'repair-leaks') await freeLeaks(step.path);
+    else if (step.kind === 'repair-copied-flags') await repairCopiedFlagsOnly(step.path);
     else await deleteSnapshot(step.path, step.name);
     context.progress.update(++done / plan.steps.length);
   });
@@ -77,7 +98,7 @@ async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context:
   }
   const hostBytesAfter = hostAllocatedBytes(image.path);
   const freed = Math.max(0, hostBytesBefore - hostBytesAfter);
-  const what = leaks > 0 ? `Freed ${leaks} leaked cluster(s) and deleted` : 'Deleted';
+  const what = copiedFlagErrors > 0 ? `Repaired what an interrupted run left (${copiedFlagErrors} OFLAG_COPIED bit(s), ${leaks} leaked cluster(s)) and deleted` : leaks > 0 ? `Freed ${leaks} leaked cluster(s) and deleted` : 'Deleted';
   messages.unshift(`${what} ${image.snapshots.length} internal snapshot(s) of ${image.path}; the current state is unchanged and ${formatBytes(freed)} of host space was freed.`);
   return {
     kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines, messages,

@@ -100,6 +100,12 @@ export async function infoChain(path: string, format: QemuFormat, shareLock: boo
 
 export interface CheckResult {
   corruptions: number;
+  /**
+   * Of the corruptions, those that are only a wrong OFLAG_COPIED bit ("ERROR OFLAG_COPIED data cluster" or "L2
+   * cluster": the bit says whether a cluster's refcount is exactly 1). qemu-img snapshot -d stopped by a crash or a
+   * kill leaves these (B16 in docs/reliability.md); setting each bit from the refcount is always safe.
+   */
+  copiedFlagErrors: number;
   leaks: number;
   checkErrors: number;
   /** End of the last cluster qcow2's refcounts still use (qemu-img's image-end-offset); 0 when not reported. */
@@ -111,14 +117,30 @@ export async function check(path: string, format: QemuFormat, shareLock = false)
   if (shareLock) args.push('-U');
   args.push(path);
   // Exit 2: corruptions, 3: leaks only; both still print the JSON report.
-  const { stdout } = await run('qemu-img', args, { okExitCodes: [0, 2, 3], timeoutMs: 30 * 60_000 });
+  const { stdout, stderr } = await run('qemu-img', args, { okExitCodes: [0, 2, 3], timeoutMs: 30 * 60_000 });
   const report = JSON.parse(stdout) as Record<string, unknown>;
   return {
     corruptions: Number(report.corruptions ?? 0),
+    copiedFlagErrors: countCopiedFlagErrors(stderr),
     leaks: Number(report.leaks ?? 0),
     checkErrors: Number(report['check-errors'] ?? 0),
     imageEndOffset: Number(report['image-end-offset'] ?? 0),
   };
+}
+
+/** The OFLAG_COPIED lines among qemu-img check's findings (it prints each problem on stderr, also with JSON output). */
+export function countCopiedFlagErrors(stderr: string): number {
+  return stderr.split('\n').filter((line) => /^ERROR OFLAG_COPIED (data|L2) cluster: /.test(line)).length;
+}
+
+/**
+ * Sets every OFLAG_COPIED bit from its cluster's refcount and frees leaked clusters (qemu-img check -r all). The
+ * caller runs it only when those are all the check found (CheckResult.copiedFlagErrors equal to corruptions):
+ * then nothing else is rebuilt, and no guest byte changes.
+ */
+export async function repairCopiedFlags(path: string): Promise<void> {
+  // Untorn: a repair stopped halfway would leave part of the flags for the next run to find again.
+  await run('qemu-img', ['check', '-r', 'all', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000, untorn: true });
 }
 
 /**
