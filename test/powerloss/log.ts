@@ -91,12 +91,17 @@ export interface Recorded {
  * Runs the CLI with the shim preloaded; every process of the run (qemu-img, qemu-io too) appends to one log.
  * UV_USE_IO_URING=0: libuv must write through libc, where the shim sees it.
  */
-export async function recordRun(args: readonly string[], root: string, logFile: string): Promise<Recorded> {
+export function recordRun(args: readonly string[], root: string, logFile: string): Promise<Recorded> {
+  return recordCommand(process.execPath, [cliPath(), ...args], root, logFile);
+}
+
+/** Runs any command with the shim preloaded (recordRun's engine: the CLI, or a test's own driver of one layer). */
+export async function recordCommand(file: string, args: readonly string[], root: string, logFile: string): Promise<Recorded> {
   mkdirSync(dirname(logFile), { recursive: true });
   rmSync(logFile, { force: true });
   const env = { ...process.env, LD_PRELOAD: shimPath(), PRL_PL_ROOT: root, PRL_PL_LOG: logFile, UV_USE_IO_URING: '0', LC_ALL: 'C' };
   const outcome = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
