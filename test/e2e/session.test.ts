@@ -2,6 +2,7 @@
 // sysfs, or held open for writing by a process) is never changed nor "recovered"; a dry run plans from the state
 // the real run starts from, recovery included, and runs the same checks. Randomized cases print their seed.
 import { describe, expect, it } from 'vitest';
+import { seededInts } from '../helpers/random.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -136,11 +137,7 @@ describe('a dry run is the real run', () => {
   it('randomized images: the real run does what the dry run planned, and refuses what it refused', async () => {
     const seed = Number(process.env.PRL_TEST_SEED ?? 20261130);
     console.log(`dry-run property seed ${seed} (PRL_TEST_SEED overrides)`);
-    let state = seed;
-    const next = (n: number): number => {
-      state = (state * 1103515245 + 12345) % 2 ** 31;
-      return state % n;
-    };
+    const next = seededInts(seed);
     for (let round = 0; round < 12; round++) {
       const format = next(2) === 0 ? 'qcow2' : 'ploop';
       const sizeMiB = 16 + next(48);

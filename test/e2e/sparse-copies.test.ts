@@ -3,9 +3,10 @@
 // as data. Content is compared with a raw export taken before; a plain base stays fully allocated, in guest order
 // (what qemu-img map shows for a preallocated image). Oracle: qemu-img map/convert/compare/check and stat only.
 import { execFileSync } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { seededInts } from '../helpers/random.js';
 import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
 import { TOP_GUID, chainDescriptorXml, descriptorXml } from '../helpers/ploop.js';
@@ -105,6 +106,58 @@ describe('copies never allocate an all-zero cluster', () => {
       }
     });
   }
+
+  it('randomized chains: merge --external plans what it does, keeps the content, allocates no all-zero cluster', async () => {
+    const seed = Number(process.env.PRL_TEST_SEED ?? 20261130);
+    console.log(`merge --external property seed ${seed} (PRL_TEST_SEED overrides)`);
+    const next = seededInts(seed);
+    const CLUSTER = 64 * 1024;
+    for (let round = 0; round < 12; round++) {
+      const dir = fresh();
+      const plain = next(4) === 0;
+      const layers = 2 + next(3);
+      const sizeMiB = 16 + next(32);
+      const files = Array.from({ length: layers }, (_, i) => join(dir, `l${i}.qcow2`));
+      img('create', '-q', '-f', 'qcow2', ...(plain ? ['-o', 'preallocation=falloc'] : []), files[0]!, `${sizeMiB}M`);
+      for (let i = 1; i < layers; i++) img('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', files[i - 1]!, files[i]!);
+      for (const [i, file] of files.entries()) {
+        // Pattern data, zeros as data, zero clusters and discards, 64 KiB-aligned, anywhere on the disk; a plain
+        // base only gets data (a zero cluster or a discard would make it sparse before the merge).
+        const kinds = i === 0 && plain ? 2 : 4;
+        const commands = Array.from({ length: 3 + next(6) }, () => {
+          const at = next(sizeMiB * 16) * CLUSTER;
+          const length = Math.min(1 + next(32), sizeMiB * 16 - at / CLUSTER) * CLUSTER;
+          return [`write -P 0x${(1 + next(250)).toString(16)} ${at} ${length}`, `write -P 0 ${at} ${length}`, `write -z ${at} ${length}`, `discard ${at} ${length}`][next(kinds)]!;
+        });
+        io('qcow2', file, ...commands);
+      }
+      const top = files[layers - 1]!;
+      const label = `seed ${seed} round ${round}: ${layers} layers, ${sizeMiB} MiB, ${plain ? 'plain' : 'sparse'} base`;
+      const before = exportRaw('qcow2', top, join(dir, 'before.raw'));
+      // The clusters the overlays provide: the copy's. (The base's own clusters of zeros are not the copy's doing.)
+      const copied = extents('qcow2', top).filter((e) => e.depth < layers - 1);
+      const dry = await cli('merge', '--external', '--hdd', top, '-n', '--json');
+      const real = await cli('merge', '--external', '--hdd', top, '--json');
+      expect(real.status, `${label}: ${real.stderr}`).toBe(0);
+      const steps = (out: string): unknown => (JSON.parse(out.trim().split('\n').pop()!) as { steps: unknown }).steps;
+      expect(steps(real.stdout), label).toEqual(steps(dry.stdout));
+      expect(sameAs('qcow2', top, before), label).toBe(true);
+      img('check', '-f', 'qcow2', top);
+      const raw = readFileSync(before);
+      const data = extents('qcow2', top).filter((e) => e.data && e.depth === 0);
+      const isCopied = (at: number): boolean => copied.some((e) => at >= e.start && at < e.start + e.length);
+      if (plain) {
+        expect(dataBytes('qcow2', top), label).toBe(sizeMiB * MiB);
+      } else {
+        for (const e of data) {
+          for (let at = e.start; at < e.start + e.length; at += CLUSTER) {
+            if (!isCopied(at)) continue;
+            expect(raw.subarray(at, at + CLUSTER).some((b) => b !== 0), `${label}: the data cluster at ${at} holds only zeros`).toBe(true);
+          }
+        }
+      }
+    }
+  });
 
   // The commit must not free a cluster the base holds: qemu reuses a freed cluster for the next allocation of the
   // same run, before the table still naming it is written, and a crash there leaves one cluster under two guest

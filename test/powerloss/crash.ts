@@ -1,24 +1,13 @@
 // Crash states from a recorded run, as a power cut leaves them: the names as of some point after the last folder
 // fsync (metadata is journaled in order, so a prefix of the name operations), and for each file what its last
 // completed fsync made durable plus, per 512-byte sector, the value after some prefix of the later writes to it.
+import { rng } from '../helpers/random.js';
 import { closeSync, mkdirSync, openSync, readdirSync, lstatSync, rmSync, ftruncateSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, relative } from 'node:path';
 import type { LogOp } from './log.js';
 
 const SECTOR = 512;
-
-/** A seeded generator (mulberry32): every crash state is reproducible from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type DataOp = { index: number; op: Extract<LogOp, { kind: 'write' | 'truncate' | 'falloc' }> | { kind: 'open-trunc' } };
 type NameOp = { index: number; kind: 'create' | 'rename' | 'unlink' | 'link' | 'mkdir' | 'rmdir'; path: string; to?: string; inode?: number };
