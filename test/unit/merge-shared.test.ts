@@ -67,7 +67,7 @@ describe('findLeftovers', () => {
   };
   it.each([
     ['an old note naming an absolute path', () => ({ intermediates: ['/elsewhere/victim'] })],
-    ['garbage', () => 'not json'],
+    ['a note with valid JSON of another shape', () => '{"intermediates": "not a list"}'],
     ['a note for another top identity', (top: string) => ({ ...(ours(top, ['mid']) as object), top: { name: 'top.qcow2', dev: '1', ino: '2' } })],
   ])('ignores %s: nothing named, a warning', (_name, body) => {
     const dir = mkdtempSync(join(tmpdir(), 'prl-note-'));
@@ -79,6 +79,20 @@ describe('findLeftovers', () => {
     expect(found.paths).toEqual([]);
     if (_name.startsWith('a note for')) expect(found.notes).toHaveLength(1);
     else expect(found.warnings.join(' ')).toMatch(/Ignored the note .*nothing it names was removed/);
+  });
+  it('a note a power cut tore (no JSON: cut short, empty, zeros) is given to the run to remove; it names nothing', () => {
+    for (const torn of ['{"writer": "prl-disk-tool merge --ext', '', '\0'.repeat(512)]) {
+      const dir = mkdtempSync(join(tmpdir(), 'prl-note-'));
+      const top = join(dir, 'top.qcow2');
+      writeFileSync(top, 'x');
+      const path = note(dir, torn);
+      expect(findLeftovers(top), JSON.stringify(torn)).toEqual({ notes: [path], paths: [], warnings: [] });
+      // With another name (a hard link), it is not ours alone: left, with a warning.
+      linkSync(path, join(dir, 'other-name'));
+      const linked = findLeftovers(top);
+      expect(linked.notes).toEqual([]);
+      expect(linked.warnings.join(' ')).toMatch(/Ignored the note .*hard links/);
+    }
   });
   it('a proven note: only plain, regular, singly linked names of the folder; one bad name and the note is left whole', () => {
     const root = mkdtempSync(join(tmpdir(), 'prl-note-'));

@@ -50,7 +50,10 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
     const leftovers = facts.leftovers?.paths ?? [];
     if (stale.length === 0) return { summary: `${top.path} has no backing file; nothing to merge.`, steps: [] };
     return {
-      summary: `${top.path} has no backing file; remove the ${leftovers.length} intermediate image(s) an interrupted merge --external left.`,
+      summary:
+        leftovers.length > 0
+          ? `${top.path} has no backing file; remove the ${leftovers.length} intermediate image(s) an interrupted merge --external left.`
+          : `${top.path} has no backing file; remove the note(s) an interrupted merge --external left.`,
       steps: [...leftovers.map((path): ExternalStep => ({ kind: 'remove', path })), ...forget],
     };
   }
@@ -186,7 +189,7 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
       kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan: lines,
       messages:
         chain.length === 1
-          ? [`Removed ${removed} intermediate image(s) that an interrupted merge --external left; ${opened.ref.path} was already standalone.`]
+          ? [`Removed ${removed > 0 ? `${removed} intermediate image(s)` : 'the note(s)'} that an interrupted merge --external left; ${opened.ref.path} was already standalone.`]
           : [
               `Merged the backing chain of ${chain.length} images into ${opened.ref.path}, which no longer has a backing file; ${removed} intermediate file(s) removed.`,
               plan.steps.some((s) => s.kind === 'pull-up')

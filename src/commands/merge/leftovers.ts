@@ -4,6 +4,8 @@
 // it proves it was written by us for this very image (the identity the top has after the rename: device, inode
 // and name), and only the plain names it lists, each a regular, singly linked file in the top's own folder, are
 // acted on. Anything else is ignored with a warning and left where it is: nothing outside the folder is touched.
+// The one exception is a note with our name for this top that holds no JSON at all (a power cut while it was
+// written: found by the power-loss simulation of ploop merge); it names nothing, and the run removes it.
 import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { findStaleTemporaries, fsyncDirectoryOf, tempPathBeside } from '../../util/atomic.js';
@@ -46,7 +48,10 @@ function isPlainName(name: unknown): name is string {
   return typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
 }
 
-/** The note's body when it is ours (writer, version, shape), else why it is not. */
+/** A note file that holds no JSON: what a power cut leaves of a note being written (empty, cut short, zeros). */
+const TORN = 'torn';
+
+/** The note's body when it is ours (writer, version, shape), TORN, else why it is not ours. */
 function readNote(note: string): NoteBody | string {
   let text: string;
   try {
@@ -55,6 +60,7 @@ function readNote(note: string): NoteBody | string {
     try {
       const stat = fstatSync(fd);
       if (!stat.isFile() || stat.size > MAX_NOTE_BYTES) return 'it is not a small regular file';
+      if (stat.nlink > 1) return 'it has other names (hard links)';
       text = readFileSync(fd, 'utf8');
     } finally {
       closeSync(fd);
@@ -62,16 +68,19 @@ function readNote(note: string): NoteBody | string {
   } catch (error) {
     return `it cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
   }
+  let parsed: unknown;
   try {
-    const body = JSON.parse(text) as Partial<NoteBody>;
-    const top = body.top as Partial<Identity> | undefined;
-    if (body.writer !== WRITER || body.version !== VERSION) return 'it was not written by this version of prl_disk_tool';
-    if (typeof top?.name !== 'string' || typeof top.dev !== 'string' || typeof top.ino !== 'string') return 'it names no image';
-    if (!Array.isArray(body.intermediates)) return 'it lists no images';
-    return body as NoteBody;
+    parsed = JSON.parse(text);
   } catch {
-    return 'it is not valid JSON';
+    return TORN;
   }
+  // JSON.parse gives null for "null", and a number or a string for those: none has the fields below.
+  const body = (parsed ?? {}) as Partial<NoteBody>;
+  const top = body.top as Partial<Identity> | undefined;
+  if (body.writer !== WRITER || body.version !== VERSION) return 'it was not written by this version of prl_disk_tool';
+  if (typeof top?.name !== 'string' || typeof top.dev !== 'string' || typeof top.ino !== 'string') return 'it names no image';
+  if (!Array.isArray(body.intermediates)) return 'it lists no images';
+  return body as NoteBody;
 }
 
 /** The file `name` in `folder` when it may be removed: a regular file with one link, not a symlink, not the top. */
@@ -99,6 +108,11 @@ export function findLeftovers(top: string, sameFile = true): Leftovers {
     void out.warnings.push(`Ignored the note ${note}: ${why}; nothing it names was removed (delete the note if no merge of this image is running).`);
   for (const note of findStaleTemporaries(top, PURPOSE)) {
     const body = readNote(note);
+    // A torn note names nothing that could be acted on: the run removes it like a note it has finished with.
+    if (body === TORN) {
+      out.notes.push(note);
+      continue;
+    }
     if (typeof body === 'string') {
       ignore(note, body);
       continue;
@@ -132,7 +146,7 @@ export function newLeftoversNote(top: string): string {
 /**
  * Writes the note in one write() to its fresh name, then fsyncs it and the folder. `resultFile` is the file that
  * holds (or will hold, after the rename) the top's name: its identity is what a later run checks. No temporary: a
- * kill cannot tear a single small write, and a note emptied by a power cut is ignored (files left alone).
+ * kill cannot tear a single small write, and a note a power cut tore holds no JSON: the next run removes it alone.
  */
 export function writeLeftoversNote(note: string, top: string, resultFile: string, intermediates: readonly string[]): void {
   const folder = dirname(top);

@@ -41,7 +41,10 @@ export async function mergePloop(opened: OpenedImage, request: MergeRequest, con
     const common = { path: folder, deltas: image.deltas.map((delta) => delta.path), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
     const leftovers = findPloopLeftovers(image, context.notice);
     if (image.deltas.length === 1 && leftovers.paths.length + leftovers.notes.length > 0) {
-      const message = `${folder} has no snapshot deltas; remove the ${leftovers.paths.length} merged delta(s) an interrupted merge left (${leftovers.paths.join(', ') || 'none'}) and its note.`;
+      const message =
+        leftovers.paths.length > 0
+          ? `${folder} has no snapshot deltas; remove the ${leftovers.paths.length} merged delta(s) an interrupted merge left (${leftovers.paths.join(', ')}) and its note.`
+          : `${folder} has no snapshot deltas; remove the note(s) an interrupted merge left (${leftovers.notes.join(', ')}).`;
       if (!request.dryRun) removePloopLeftovers(leftovers, image.deltas[0]!.path);
       return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: false, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
     }
