@@ -45,6 +45,7 @@ function damaged(raw: Buffer, old: Buffer): number[] {
   return out;
 }
 
+// A state costs a few seconds (a vite-node start for the rerun): the time budget grows with the number of states.
 it(`ploop compact engine: every power-loss state keeps the kept clusters and recovers (seed ${SEED}, ${STATES} states)`, async () => {
   const pristineDir = join(root, 'pristine');
   const referenceDir = join(root, 'reference');
@@ -81,4 +82,4 @@ it(`ploop compact engine: every power-loss state keeps the kept clusters and rec
     if (!qemuReadRaw(delta, scratch).equals(compacted)) failures.push(`${label}: compacting again does not give the recorded run's content`);
   }
   expect(failures, `${failures.length} problem(s) in ${states.length} crash states`).toEqual([]);
-}, 600_000);
+}, Math.max(600_000, STATES * 15_000));
