@@ -5,12 +5,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../util/exec.js';
-import { onExit } from '../../util/cancel.js';
+import { onExit, throwIfCancelled } from '../../util/cancel.js';
 import { ToolError } from '../../util/errors.js';
 import type { QemuFormat } from './qemu-img.js';
 
 /** qemu-io commands per run: a long argv is fine, but each run stays well below ARG_MAX. */
-export const COMMANDS_PER_RUN = 2000;
+const COMMANDS_PER_RUN = 2000;
 
 export interface GuestWrite {
   offsetBytes: number;
@@ -73,11 +73,21 @@ export async function writeGuestBytes(path: string, format: QemuFormat, writes: 
  * backing file) and punches the freed host clusters out of the file.
  */
 export async function discardGuestRanges(path: string, format: QemuFormat, ranges: readonly { start: number; length: number }[]): Promise<void> {
-  // Batches keep each argv well below ARG_MAX; a batch is one open, one close (which flushes).
-  for (let i = 0; i < ranges.length; i += COMMANDS_PER_RUN) {
-    const commands = ranges.slice(i, i + COMMANDS_PER_RUN).flatMap((r) => ['-c', `discard -q ${r.start} ${r.length}`]);
+  await runQemuIoBatches(path, format, ranges.map((r) => `discard -q ${r.start} ${r.length}`), { unmap: true, what: 'discard ranges of' });
+}
+
+/**
+ * Runs qemu-io commands on `path`, COMMANDS_PER_RUN per run (one open, then a flush and a close), so that each argv
+ * stays well below ARG_MAX; cancellation is honoured between runs. `unmap` lets freed clusters leave the host file.
+ * qemu-io reports a failed command on its output and still exits 0, so the output is read for one.
+ */
+export async function runQemuIoBatches(path: string, format: QemuFormat, commands: readonly string[], options: { unmap?: boolean; what: string }): Promise<void> {
+  for (let i = 0; i < commands.length; i += COMMANDS_PER_RUN) {
+    throwIfCancelled();
     // qemu-io takes QEMU's write lock, so a VM that started meanwhile makes this fail instead of racing.
-    await run('qemu-io', ['-f', format, '-d', 'unmap', ...commands, path], { timeoutMs: 30 * 60_000 });
+    const args = ['-f', format, ...(options.unmap ? ['-d', 'unmap'] : []), ...commands.slice(i, i + COMMANDS_PER_RUN).flatMap((command) => ['-c', command]), '-c', 'flush', path];
+    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 30 * 60_000 });
+    if (/failed|error/i.test(stdout + stderr)) throw new ToolError('tool-failed', `qemu-io could not ${options.what} "${path}": ${(stdout + stderr).trim()}`);
   }
 }
 

@@ -7,11 +7,10 @@
 // cluster as a write-zeroes (mirror's MIRROR_METHOD_ZERO), which over a freed cluster only sets a zero flag.
 import { closeSync, openSync } from 'node:fs';
 import { readFully } from '../../util/file-io.js';
-import { run } from '../../util/exec.js';
 import { throwIfCancelled } from '../../util/cancel.js';
 import { ToolError } from '../../util/errors.js';
 import { infoChain, map } from './qemu-img.js';
-import { COMMANDS_PER_RUN, discardGuestRanges } from './qemu-io.js';
+import { discardGuestRanges, runQemuIoBatches } from './qemu-io.js';
 import type { Range } from '../../util/ranges.js';
 
 export interface ZeroRun {
@@ -62,19 +61,9 @@ export async function findZeroRuns(path: string, clusterBytes: number, onRead?: 
   return { runs, dataBytes };
 }
 
-/** Runs qemu-io commands on the qcow2 file `path`, COMMANDS_PER_RUN per run, each run ending with a flush. */
-async function runQemuIo(path: string, commands: readonly string[], what: string): Promise<void> {
-  for (let i = 0; i < commands.length; i += COMMANDS_PER_RUN) {
-    throwIfCancelled();
-    const args = ['-f', 'qcow2', ...commands.slice(i, i + COMMANDS_PER_RUN).flatMap((command) => ['-c', command]), '-c', 'flush', path];
-    const { stdout, stderr } = await run('qemu-io', args, { timeoutMs: 30 * 60_000 });
-    if (/failed|error/i.test(stdout + stderr)) throw new ToolError('tool-failed', `qemu-io could not ${what} "${path}": ${(stdout + stderr).trim()}`);
-  }
-}
-
 /** Rewrites the runs as zero clusters (write-zeroes with unmap): the content read through `path` does not change. */
 export async function writeZeroRuns(path: string, runs: readonly ZeroRun[]): Promise<void> {
-  await runQemuIo(path, runs.map((r) => `write -q -z -u ${r.offsetBytes} ${r.lengthBytes}`), 'write zero clusters into');
+  await runQemuIoBatches(path, 'qcow2', runs.map((r) => `write -q -z -u ${r.offsetBytes} ${r.lengthBytes}`), { what: 'write zero clusters into' });
 }
 
 /** Scans `path`'s own data clusters and turns the all-zero ones into zero clusters. */
@@ -120,5 +109,5 @@ export async function writeZerosAsData(path: string): Promise<void> {
       commands.push(`write -q -P 0 ${hole.start + at} ${Math.min(ZERO_DATA_WRITE_BYTES, hole.length - at)}`);
     }
   }
-  await runQemuIo(path, commands, 'write zeros as data into');
+  await runQemuIoBatches(path, 'qcow2', commands, { what: 'write zeros as data into' });
 }
