@@ -117,8 +117,6 @@ export function planExternalMerge(facts: ChainFacts): Plan<ExternalStep> {
   };
 }
 
-
-
 /** The top takes the data of every lower layer; the shared ones are only read, the image's own are removed after. */
 function planPullUp(facts: ChainFacts, shared: ChainFacts['chain'], ownLower: string[], forget: ExternalStep[], removals: ExternalStep[]): Plan<ExternalStep> {
   const top = facts.chain[0]!;

@@ -5,7 +5,7 @@ import { lstatSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
 import { FileRefused, readRegularFileHead } from '../../util/safe-file.js';
-import { HEADER_READ_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
+import { HEADER_READ_BYTES, MAX_BACKING_NAME_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
 
 const MAX_CHAIN_LAYERS = 64;
 
@@ -76,6 +76,25 @@ function readLayer(overlay: string, what: string, path: string): { head: Buffer;
     if (error.problem === 'permission') throw new NotSupported(`The ${what} "${path}" of "${overlay}" cannot be read (permission denied); run as a user who can read it.`);
     throw new NotSupported(`The ${what} "${path}" of "${overlay}" is refused: ${error.detail}. An image layer must be a regular file.`);
   }
+}
+
+/**
+ * The backing file a file names, resolved against its folder, when it is a regular qcow2 file recording a plain
+ * path; undefined for anything else (another format, a protocol name, a link, a FIFO: never followed, never
+ * waited on). For looking around a folder, not for validating a chain.
+ */
+export function recordedBackingPath(path: string): string | undefined {
+  let head: Buffer;
+  try {
+    ({ head } = readRegularFileHead(path, HEADER_READ_BYTES));
+  } catch (error) {
+    if (error instanceof FileRefused) return undefined;
+    throw error;
+  }
+  const header = decodeQcow2Header(head);
+  if (header?.backingName === undefined || header.backingNameBytes > MAX_BACKING_NAME_BYTES) return undefined;
+  const name = header.backingName.toString('utf8');
+  return name.includes(':') && !name.startsWith('/') ? undefined : resolve(dirname(path), name);
 }
 
 /** Validates the chain from `topPath` (already resolved to a real path) down to its last layer. */

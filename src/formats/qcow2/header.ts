@@ -4,7 +4,7 @@
 
 export const QCOW2_MAGIC = 0x514649fb;
 /** qcow2.txt: the backing file name is at most 1023 bytes. */
-const MAX_BACKING_NAME_BYTES = 1023;
+export const MAX_BACKING_NAME_BYTES = 1023;
 const V2_HEADER_BYTES = 72;
 
 export const INCOMPAT_DIRTY = 1n << 0n;
