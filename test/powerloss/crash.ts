@@ -9,6 +9,11 @@ import type { LogOp } from './log.js';
 
 const SECTOR = 512;
 
+/** States per operation (PRL_POWERLOSS_STATES; PRL_POWERLOSS_FULL=1 gives 200, CI's sample is 12). */
+export const SAMPLED_STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (process.env.PRL_POWERLOSS_FULL === '1' ? 200 : 12));
+/** The seed the states are drawn from (PRL_POWERLOSS_SEED). */
+export const SAMPLE_SEED = Number(process.env.PRL_POWERLOSS_SEED ?? 20261130);
+
 type DataOp = { index: number; op: Extract<LogOp, { kind: 'write' | 'truncate' | 'falloc' }> | { kind: 'open-trunc' } };
 type NameOp = { index: number; kind: 'create' | 'rename' | 'unlink' | 'link' | 'mkdir' | 'rmdir'; path: string; to?: string; inode?: number };
 

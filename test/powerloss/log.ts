@@ -1,12 +1,12 @@
 // Records one run of the built CLI through the LD_PRELOAD shim (shim.c, compiled here with the host's gcc) and
 // parses the log into the operations a power cut cares about: data, sizes, names, and the syncs that fix them.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cliPath } from '../helpers/cli.js';
+import { cliPath, runCommand } from '../helpers/cli.js';
 
 export type LogOp =
   | { kind: 'write'; path: string; offset: number; data: Buffer }
@@ -99,16 +99,7 @@ export function recordRun(args: readonly string[], root: string, logFile: string
 export async function recordCommand(file: string, args: readonly string[], root: string, logFile: string): Promise<Recorded> {
   mkdirSync(dirname(logFile), { recursive: true });
   rmSync(logFile, { force: true });
-  const env = { ...process.env, LD_PRELOAD: shimPath(), PRL_PL_ROOT: root, PRL_PL_LOG: logFile, UV_USE_IO_URING: '0', LC_ALL: 'C' };
-  const outcome = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  const outcome = await runCommand(file, args, { LD_PRELOAD: shimPath(), PRL_PL_ROOT: root, PRL_PL_LOG: logFile, UV_USE_IO_URING: '0', LC_ALL: 'C' });
   const ops = existsSync(logFile) ? parseLog(readFileSync(logFile)) : [];
   return { ...outcome, ops };
 }

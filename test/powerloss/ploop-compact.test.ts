@@ -12,11 +12,9 @@ import { afterAll, expect, it } from 'vitest';
 import { closePloopImage, openPloopImage, recoverPloopImage } from '../../src/formats/ploop/image.js';
 import { makePloop, qemuCheck, qemuReadRaw } from '../unit/ploop/fixtures.js';
 import { realPloopProblems, settleFolder } from '../helpers/real-ploop.js';
-import { materialize, sampleStates, timeline } from './crash.js';
+import { SAMPLED_STATES, SAMPLE_SEED, materialize, sampleStates, timeline } from './crash.js';
 import { recordCommand } from './log.js';
 
-const STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (process.env.PRL_POWERLOSS_FULL === '1' ? 200 : 12));
-const SEED = Number(process.env.PRL_POWERLOSS_SEED ?? 20261130);
 const VITE_NODE = resolve('node_modules/.bin/vite-node');
 const CHILD = resolve('test/unit/ploop/crash-child.ts');
 const CLUSTER = 64 * 1024;
@@ -46,7 +44,7 @@ function damaged(raw: Buffer, old: Buffer): number[] {
 }
 
 // A state costs a few seconds (a vite-node start for the rerun): the time budget grows with the number of states.
-it(`ploop compact engine: every power-loss state keeps the kept clusters and recovers (seed ${SEED}, ${STATES} states)`, async () => {
+it(`ploop compact engine: every power-loss state keeps the kept clusters and recovers (seed ${SAMPLE_SEED}, ${SAMPLED_STATES} states)`, async () => {
   const pristineDir = join(root, 'pristine');
   const referenceDir = join(root, 'reference');
   const scratch = join(root, 'scratch');
@@ -61,7 +59,7 @@ it(`ploop compact engine: every power-loss state keeps the kept clusters and rec
   const compacted = qemuReadRaw(join(referenceDir, 'root.hds'), scratch);
   expect(damaged(compacted, old)).toEqual([]);
   const t = timeline(recorded.ops, referenceDir, pristineDir);
-  const states = sampleStates(t, STATES, SEED);
+  const states = sampleStates(t, SAMPLED_STATES, SAMPLE_SEED);
   const stateDir = join(root, 'state');
   const failures: string[] = [];
   for (const [i, state] of states.entries()) {
@@ -82,4 +80,4 @@ it(`ploop compact engine: every power-loss state keeps the kept clusters and rec
     if (!qemuReadRaw(delta, scratch).equals(compacted)) failures.push(`${label}: compacting again does not give the recorded run's content`);
   }
   expect(failures, `${failures.length} problem(s) in ${states.length} crash states`).toEqual([]);
-}, Math.max(600_000, STATES * 15_000));
+}, Math.max(600_000, SAMPLED_STATES * 15_000));

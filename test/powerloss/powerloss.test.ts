@@ -13,12 +13,9 @@ import { readDescriptor } from '../factory/ploop.js';
 import { cloneImage, runCli } from '../reliability/harness.js';
 import { hostOps, type HostOp } from '../reliability/host-cells.js';
 import { completed, info, standard } from '../reliability/images.js';
-import { materialize, sampleStates, timeline, type CrashState } from './crash.js';
+import { SAMPLED_STATES, SAMPLE_SEED, materialize, sampleStates, timeline, type CrashState } from './crash.js';
 import { recordRun } from './log.js';
 
-const FULL = process.env.PRL_POWERLOSS_FULL === '1';
-const STATES = Number(process.env.PRL_POWERLOSS_STATES ?? (FULL ? 200 : 12));
-const SEED = Number(process.env.PRL_POWERLOSS_SEED ?? 20261130);
 /** A regular expression choosing operations by label ("ploop resize grow"), for re-planted mutations. */
 const ONLY = new RegExp(process.env.PRL_POWERLOSS_ONLY ?? '.');
 
@@ -171,7 +168,7 @@ afterAll(() => {
   for (const root of roots) rmSync(root, { recursive: true, force: true });
 });
 
-describe(`power loss (seed ${SEED}, ${STATES} states per operation; PRL_POWERLOSS_SEED, PRL_POWERLOSS_STATES, PRL_POWERLOSS_FULL=1)`, () => {
+describe(`power loss (seed ${SAMPLE_SEED}, ${SAMPLED_STATES} states per operation; PRL_POWERLOSS_SEED, PRL_POWERLOSS_STATES, PRL_POWERLOSS_FULL=1)`, () => {
   it.each(operations().map((op) => [`${op.format} ${op.operation}`, op] as const))('%s: every crash state completes on a rerun', async (label, op) => {
     const root = mkdtempSync(join(tmpdir(), 'prl-powerloss-'));
     roots.push(root);
@@ -184,9 +181,9 @@ describe(`power loss (seed ${SEED}, ${STATES} states per operation; PRL_POWERLOS
     expect(op.after(reference)).toBeUndefined();
     rmSync(join(root, 'log'));
     const t = timeline(recorded.ops, referenceDir, pristineDir);
-    const seed = SEED ^ [...label].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 0);
-    const states = sampleStates(t, STATES, seed);
-    console.log(`${label}: ${recorded.ops.length} logged operations, ${t.marks.length} cut marks; states from seed ${seed} (PRL_POWERLOSS_SEED=${SEED})`);
+    const seed = SAMPLE_SEED ^ [...label].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 0);
+    const states = sampleStates(t, SAMPLED_STATES, seed);
+    console.log(`${label}: ${recorded.ops.length} logged operations, ${t.marks.length} cut marks; states from seed ${seed} (PRL_POWERLOSS_SEED=${SAMPLE_SEED})`);
     const failures: string[] = [];
     const stateDir = join(root, 'state');
     // A run that exited 0 promised durability: with every unsynced operation lost, the image is the new one already.
