@@ -4,7 +4,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ImageFormat } from '../factory/index.js';
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { FULL, cloneImage, judge, killAtChange, runCli, workDir } from './harness.js';
 import { completed, leakOneCluster, standard, withSnapshots } from './images.js';
@@ -116,8 +117,11 @@ describe('known bugs found by the kill matrix', () => {
       }
       rmSync(pristine);
       expect(found, 'no kill point of qemu-img snapshot -d left wrong OFLAG_COPIED bits').toBe(true);
+      const fingerprint = (): string => `${readdirSync(dir).sort().join(',')} ${createHash('sha256').update(readFileSync(image.dataFile)).digest('hex')}`;
+      const untouched = fingerprint();
       const refused = await runCli(['convert', '--hdd', image.hdd, '--plain']);
       expect(refused.code).toBe(4);
+      expect(fingerprint(), 'the refusal changed a byte or a name').toBe(untouched);
       expect(refused.stderr).toMatch(/OFLAG_COPIED bit is wrong, what an interrupted snapshot deletion leaves; "prl_disk_tool merge --hdd /);
       const merged = await runCli(['merge', '--hdd', image.hdd]);
       expect(merged.code, merged.stderr).toBe(0);
