@@ -5,7 +5,7 @@ import { inUseByOther } from '../../formats/qcow2/layers.js';
 import { copyOwnership } from '../../util/host-files.js';
 import { freeLeaks, isLockFailure } from '../../formats/qcow2/qemu-img.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
-import { commitChainInto, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
+import { commitChainInto, freeingLeaksIfInterrupted, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../../util/atomic.js';
 import { writeLeftoversNote } from './leftovers.js';
 import { formatBytes } from '../../util/units.js';
@@ -59,7 +59,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       context.progress.step('Committing the overlays into the base');
       // -b implies -d: the top stays valid (and keeps showing the same content) while the base fills up.
       try {
-        await commitChainInto(step.top, step.baseName, (fraction) => context.progress.update(fraction));
+        await freeingLeaksIfInterrupted(step.base, () => commitChainInto(step.top, step.baseName, (fraction) => context.progress.update(fraction)));
       } catch (error) {
         // qemu-img takes the base's write lock when it opens it, before writing anything.
         if (isLockFailure(error)) throw inUseByOther(step.base);
@@ -73,7 +73,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       return;
     case 'pull-up':
       context.progress.step('Copying the data of the lower layers into the image');
-      await pullUpChain(step.top, (fraction) => context.progress.update(fraction));
+      await freeingLeaksIfInterrupted(step.top, () => pullUpChain(step.top, (fraction) => context.progress.update(fraction)));
       fsyncPath(step.top);
       context.progress.done();
       return;

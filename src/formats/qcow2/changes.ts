@@ -1,8 +1,9 @@
 // The qemu-img subcommands that change or create images, typed: the format of every file named, progress
 // (`-p`) wired in one place, and the steps that must not be torn (a resize killed halfway leaks clusters)
 // marked untorn. Callers never build qemu-img argument lists themselves.
-import { qemuImg, parseProgress, type QemuFormat } from './qemu-img.js';
-import { ToolError } from '../../util/errors.js';
+import { qemuImg, parseProgress, repairLeaks, type QemuFormat } from './qemu-img.js';
+import { Interrupted, ToolError } from '../../util/errors.js';
+import { shielded } from '../../util/cancel.js';
 
 export type OnFraction = (fraction: number) => void;
 
@@ -42,6 +43,21 @@ export async function commitOverlay(overlayPath: string, onFraction: OnFraction)
 /** Commits the layers above `baseName` (as named in the chain) into it; -b implies -d, so `top` keeps showing the same content. */
 export async function commitChainInto(top: string, baseName: string, onFraction: OnFraction): Promise<void> {
   await qemuImg(['commit', '-f', 'qcow2', '-t', 'writeback', '-p', '-b', baseName, top], progressLines(onFraction));
+}
+
+/**
+ * Runs `job`, a qemu-img run that writes into `path` and is too long to wait for when the user interrupts: killed
+ * amid its writes, it leaves clusters of `path` allocated that nothing uses (qcow2 writes a refcount before the
+ * table that uses it, so a kill leaves leaks and nothing worse). They are freed, even though the user interrupted,
+ * before the interruption goes on, so the file is left as clean as it was.
+ */
+export async function freeingLeaksIfInterrupted(path: string, job: () => Promise<void>): Promise<void> {
+  try {
+    await job();
+  } catch (error) {
+    if (error instanceof Interrupted) await shielded(() => repairLeaks(path));
+    throw error;
+  }
 }
 
 /**
