@@ -9,7 +9,7 @@ import { fsyncDirectoryOf, removeIfExists, tempPathBeside } from '../../util/ato
 import { requireFreeSpace } from '../../util/space.js';
 import { repairLeaks } from '../../formats/qcow2/qemu-img.js';
 import { clearUnderZeroClusters, zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
-import { commitOverlay, createOverlayFile } from '../../formats/qcow2/changes.js';
+import { commitOverlay, createOverlayFile, freeingLeaksIfInterrupted } from '../../formats/qcow2/changes.js';
 import type { DiskFile } from '../../partitions/io.js';
 import type { Progress } from '../../util/progress.js';
 
@@ -51,7 +51,8 @@ export type Committer = (overlayPath: string, progress: Progress) => Promise<voi
 export function qemuCommitInto(imagePath: string): Committer {
   return async (overlayPath, progress) => {
     await clearUnderZeroClusters(overlayPath, 1, imagePath);
-    await commitOverlay(overlayPath, (fraction) => progress.update(fraction));
+    // Interrupted, the rerun finishes the commit; the clusters the killed one leaked are freed before the exit.
+    await freeingLeaksIfInterrupted(imagePath, () => commitOverlay(overlayPath, (fraction) => progress.update(fraction)));
   };
 }
 
