@@ -159,17 +159,29 @@ function qemu(tool: string, args: string[]): string {
   return result.stdout;
 }
 
-/** A chain of two qcow2 files in `dir`, img.qcow2 over base.qcow2 (1 GiB, 128 MiB of data), and its content as raw. */
-function twoLayers(dir: string, topWrites: string[]): { top: string; base: string; expected: string } {
+interface TwoLayers {
+  top: string;
+  base: string;
+  /** The content the top shows, as raw. */
+  expected: string;
+}
+
+/** A chain of two qcow2 files in `dir`, img.qcow2 over base.qcow2 (1 GiB, 128 MiB of data). */
+function twoLayers(dir: string, topWrites: string[]): TwoLayers {
   const base = join(dir, 'base.qcow2');
   const top = join(dir, 'img.qcow2');
   qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '1G']);
-  qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 128M', base]);
+  qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x5a 0 128M', base]);
   qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', top]);
   qemu('qemu-io', ['-f', 'qcow2', ...topWrites.flatMap((command) => ['-c', command]), top]);
   const expected = join(dir, 'expected.raw');
   qemu('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', top, expected]);
   return { top, base, expected };
+}
+
+/** Whether merge --json's progress has reached `percent` in the step `step` (stderr so far). */
+function progressed(step: string, percent: number): (pid: number, stderr: string) => boolean {
+  return (_pid, stderr) => [...stderr.matchAll(/"step":"([^"]*)","percent":(\d+)/g)].some((m) => m[1] === step && Number(m[2]) >= percent);
 }
 
 /** Runs merge --external --json on `top` and sends `sig` once `ready` holds (given the tool's pid and its stderr so far). */
@@ -187,7 +199,7 @@ async function signalWhen(top: string, ready: (pid: number, stderr: string) => b
 }
 
 /** Exit 130, both files without leak or corruption, the chain unchanged and showing the content it had. */
-function expectInterruptedClean(result: Outcome, files: { top: string; base: string; expected: string }): void {
+function expectInterruptedClean(result: Outcome, files: TwoLayers): void {
   expect(result.code, result.stderr).toBe(130);
   for (const file of [files.top, files.base]) {
     const check = JSON.parse(spawnSync('qemu-img', ['check', '-f', 'qcow2', '--output=json', file], { encoding: 'utf8' }).stdout) as { leaks?: number; corruptions?: number };
@@ -224,9 +236,7 @@ describe('SIGINT/SIGTERM amid the qemu runs of merge --external (qcow2)', () => 
     const dir = workDir('b19-commit');
     try {
       const files = twoLayers(dir, ['write -q -P 0x33 0 900M']);
-      const late = (_pid: number, stderr: string): boolean =>
-        [...stderr.matchAll(/"step":"Committing the overlays into the base","percent":(\d+)/g)].some((m) => Number(m[1]) >= 75);
-      expectInterruptedClean(await signalWhen(files.top, late, 'SIGTERM'), files);
+      expectInterruptedClean(await signalWhen(files.top, progressed('Committing the overlays into the base', 75), 'SIGTERM'), files);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
