@@ -32,7 +32,11 @@ function allocatedClusters(file: string, format: 'qcow2' | 'parallels', clusterB
   return clusters;
 }
 
-/** ext4's free blocks, in bytes, from dumpe2fs's per-group "Free blocks:" lists (inclusive block ranges). */
+/**
+ * ext4's free blocks, in bytes, from dumpe2fs's per-group "Free blocks:" lists (inclusive block ranges). Each range is
+ * kept as listed, even where it touches the next group's first range: FITRIM discards each group's free ranges on
+ * their own, so a cluster that straddles a group boundary is never discarded whole (measured below).
+ */
 function ext4FreeRanges(raw: string): Range[] {
   const text = execFileSync('dumpe2fs', [raw], { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] });
   const blockBytes = Number(/^Block size:\s+(\d+)$/m.exec(text)![1]);
@@ -43,19 +47,13 @@ function ext4FreeRanges(raw: string): Range[] {
       ranges.push({ start: first! * blockBytes, end: (last! + 1) * blockBytes });
     }
   }
-  return ranges.sort((a, b) => a.start - b.start);
+  return ranges;
 }
 
-/** Clusters lying wholly inside the free ranges (adjacent ranges joined first). */
+/** Clusters lying wholly inside one of the free ranges. */
 function wholeFreeClusters(free: Range[], clusterBytes: number): Set<number> {
-  const merged: Range[] = [];
-  for (const r of free) {
-    const last = merged.at(-1);
-    if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
-    else merged.push({ ...r });
-  }
   const clusters = new Set<number>();
-  for (const r of merged) for (let c = Math.ceil(r.start / clusterBytes); (c + 1) * clusterBytes <= r.end; c++) clusters.add(c);
+  for (const r of free) for (let c = Math.ceil(r.start / clusterBytes); (c + 1) * clusterBytes <= r.end; c++) clusters.add(c);
   return clusters;
 }
 
@@ -79,11 +77,12 @@ describe('compact --info usedBlocks', () => {
     expect(info.allocatedBlocks).toBe(allocated.size);
     // The deleted 48 MiB must show: the count is not just "allocated".
     expect(allocated.size - used).toBeGreaterThanOrEqual((40 << 20) / clusterBytes);
-    // The tool finds free space through the guest, not dumpe2fs. Seen: it counts 4 clusters more as used than
-    // dumpe2fs's free lists allow, with 64 KiB and 1 MiB clusters alike (free blocks it does not report; the safe
-    // direction: it never offers to free a used cluster). So: never below the independent count, at most 8 above.
+    // The tool finds free space through the guest (FITRIM in an overlay), not dumpe2fs. Session 4 saw it count 4
+    // clusters more as used than dumpe2fs's free lists joined across groups, with 64 KiB and 1 MiB clusters alike:
+    // this 1 KiB-block ext4 starts its groups at block 8192n+1, and the 4 clusters over the boundaries of groups
+    // 1|2, 3|4, 5|6 and 17|18 are free but each group's discard covers only part of them, so compact cannot free
+    // them either. Counted per group, the two agree exactly.
     const detail = `usedBlocks ${info.usedBlocks}, independent count ${used} of ${allocated.size} allocated`;
-    expect(info.usedBlocks, detail).toBeGreaterThanOrEqual(used);
-    expect(info.usedBlocks, detail).toBeLessThanOrEqual(used + 8);
+    expect(info.usedBlocks, detail).toBe(used);
   });
 });
