@@ -88,6 +88,23 @@ const NOTE = '.disk.qcow2.merge-leftovers-0123abcd.prl-tmp';
 const COMMENT = 'Copie de sécurité, été: Ærø';
 const IGNORED = /Ignored the note .*nothing it names was removed/;
 
+/**
+ * A 64 MiB LUKS-encrypted qcow2. qemu-img first times the key derivation on the thread's CPU clock, and on a loaded
+ * machine that clock sometimes has not moved ("Unable to get accurate CPU usage", seen once in CI); a new attempt
+ * times it again.
+ */
+function createLuksQcow2(path: string): void {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      qcow2(path, '64M', '--object', 'secret,id=s0,data=hostile', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=200');
+      return;
+    } catch (error) {
+      rmSync(path, { force: true });
+      if (attempt === 5 || !String(error).includes('Unable to get accurate CPU usage')) throw error;
+    }
+  }
+}
+
 const CASES: Case[] = [
   // qcow2 header fields and extensions
   {
@@ -105,7 +122,7 @@ const CASES: Case[] = [
     build: (d) => {
       // Made once and copied: LUKS key derivation is slow, and too short an iter-time fails on a loaded machine.
       const pristine = join(root, 'luks.qcow2');
-      if (!existsSync(pristine)) qcow2(pristine, '64M', '--object', 'secret,id=s0,data=hostile', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=200');
+      if (!existsSync(pristine)) createLuksQcow2(pristine);
       copyFileSync(pristine, join(d.vm, 'disk.qcow2'));
       return join(d.vm, 'disk.qcow2');
     },
