@@ -5,6 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { dirname, join } from 'node:path';
 import { readFileSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { qemuImg, qemuIo, info as qcow2Info } from '../helpers/images.js';
+import { progressAt, type ProgressEvent } from '../helpers/cli.js';
 import type { BuiltImage, ImageFormat } from '../factory/index.js';
 import { FULL, cloneImage, descendants, fingerprint, fingerprintDiff, judge, runAndSignal, runCli, sleep, spread, startCli, strayFiles, waitGone, workDir, type Outcome } from './harness.js';
 import { hostOps, type HostOp } from './host-cells.js';
@@ -106,17 +108,26 @@ describe.each(['qcow2', 'ploop'] as const)('SIGINT/SIGTERM on %s, no appliance',
   });
 });
 
-/** Waits until the tool (run with --json) has announced `step`, then sends `sig` to its PID. */
-async function signalAtStep(args: string[], step: string, sig: NodeJS.Signals): Promise<Outcome & { orphans: number[] }> {
+/**
+ * Starts the tool with --json and sends `sig` to its PID once `ready` holds for what it has written to stderr so far
+ * and its PID; `signalled` is false when it finished first.
+ */
+async function signalWhen(args: string[], ready: (stderr: string, pid: number) => boolean, sig: NodeJS.Signals): Promise<Outcome & { orphans: number[]; signalled: boolean }> {
   const running = startCli([...args, '--json']);
   let finished = false;
   void running.done.then(() => (finished = true));
-  while (!finished && !running.stderrSoFar().includes(`"step":"${step}"`)) await sleep(50);
+  while (!finished && !ready(running.stderrSoFar(), running.pid)) await sleep(5);
   const kids = descendants(running.pid);
-  if (!finished) process.kill(running.pid, sig);
+  const signalled = !finished;
+  if (signalled) process.kill(running.pid, sig);
   const outcome = await running.done;
   const orphans = await waitGone(kids, 10_000);
-  return { ...outcome, orphans };
+  return { ...outcome, orphans, signalled };
+}
+
+/** Waits until the tool has announced `step`, then sends `sig` to its PID. */
+function signalAtStep(args: string[], step: string, sig: NodeJS.Signals): Promise<Outcome & { orphans: number[] }> {
+  return signalWhen(args, (stderr) => stderr.includes(`"step":"${step}"`), sig);
 }
 
 describe('SIGINT/SIGTERM amid a plain grow (qcow2)', () => {
@@ -153,12 +164,6 @@ function descendantRunning(root: number, needle: string): number | undefined {
   });
 }
 
-function qemu(tool: string, args: string[]): string {
-  const result = spawnSync(tool, args, { encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${result.stderr}`);
-  return result.stdout;
-}
-
 interface TwoLayers {
   top: string;
   base: string;
@@ -170,43 +175,39 @@ interface TwoLayers {
 function twoLayers(dir: string, topWrites: string[]): TwoLayers {
   const base = join(dir, 'base.qcow2');
   const top = join(dir, 'img.qcow2');
-  qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '1G']);
-  qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x5a 0 128M', base]);
-  qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', top]);
-  qemu('qemu-io', ['-f', 'qcow2', ...topWrites.flatMap((command) => ['-c', command]), top]);
+  qemuImg('create', '-q', '-f', 'qcow2', base, '1G');
+  qemuIo(base, 'write -q -P 0x5a 0 128M');
+  qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', top);
+  qemuIo(top, ...topWrites);
   const expected = join(dir, 'expected.raw');
-  qemu('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', top, expected]);
+  qemuImg('convert', '-f', 'qcow2', '-O', 'raw', top, expected);
   return { top, base, expected };
 }
 
-/** Whether merge --json's progress has reached `percent` in the step `step` (stderr so far). */
-function progressed(step: string, percent: number): (pid: number, stderr: string) => boolean {
-  return (_pid, stderr) => [...stderr.matchAll(/"step":"([^"]*)","percent":(\d+)/g)].some((m) => m[1] === step && Number(m[2]) >= percent);
+/** Whether the tool's --json stderr holds a progress event that `reached` accepts. */
+function progressed(reached: (event: ProgressEvent) => boolean): (stderr: string) => boolean {
+  return (stderr) =>
+    stderr.split('\n').some((line) => {
+      try {
+        return reached(JSON.parse(line) as ProgressEvent);
+      } catch {
+        return false; // a line still being written, or plain text
+      }
+    });
 }
 
-/** Runs merge --external --json on `top` and sends `sig` once `ready` holds (given the tool's pid and its stderr so far). */
-async function signalWhen(top: string, ready: (pid: number, stderr: string) => boolean, sig: NodeJS.Signals): Promise<Outcome> {
-  const running = startCli(['merge', '--external', '--hdd', top, '--json']);
-  let finished = false;
-  void running.done.then(() => (finished = true));
-  while (!finished && !ready(running.pid, running.stderrSoFar())) await sleep(5);
-  expect(finished, 'the tool was still running when the moment came').toBe(false);
-  const kids = descendants(running.pid);
-  process.kill(running.pid, sig);
-  const result = await running.done;
-  expect(await waitGone(kids, 10_000)).toEqual([]);
-  return result;
-}
-
-/** Exit 130, both files without leak or corruption, the chain unchanged and showing the content it had. */
-function expectInterruptedClean(result: Outcome, files: TwoLayers): void {
+/** merge --external of `files.top`, signalled when `ready` holds: exit 130, no child left, both files without leak or corruption, the chain unchanged and showing the content it had. */
+async function expectInterruptedClean(files: TwoLayers, ready: (stderr: string, pid: number) => boolean, sig: NodeJS.Signals): Promise<void> {
+  const result = await signalWhen(['merge', '--external', '--hdd', files.top], ready, sig);
+  expect(result.signalled, 'the tool was still running when the moment came').toBe(true);
+  expect(result.orphans).toEqual([]);
   expect(result.code, result.stderr).toBe(130);
   for (const file of [files.top, files.base]) {
     const check = JSON.parse(spawnSync('qemu-img', ['check', '-f', 'qcow2', '--output=json', file], { encoding: 'utf8' }).stdout) as { leaks?: number; corruptions?: number };
     expect({ file, leaks: check.leaks ?? 0, corruptions: check.corruptions ?? 0 }).toEqual({ file, leaks: 0, corruptions: 0 });
   }
-  expect(info({ format: 'qcow2', dataFile: files.top } as BuiltImage).backing).toBe('base.qcow2');
-  qemu('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', files.top, files.expected]);
+  expect(qcow2Info(files.top)['backing-filename']).toBe('base.qcow2');
+  qemuImg('compare', '-f', 'qcow2', '-F', 'raw', files.top, files.expected);
 }
 
 describe('SIGINT/SIGTERM amid the qemu runs of merge --external (qcow2)', () => {
@@ -219,10 +220,10 @@ describe('SIGINT/SIGTERM amid the qemu runs of merge --external (qcow2)', () => 
     try {
       // 1500 zero-filled data clusters between clusters of data: 750 separate qemu-io writes in one run.
       const files = twoLayers(dir, Array.from({ length: 1500 }, (_, k) => `write -q -P ${k % 2 === 0 ? 0 : 0x11} ${k * 65536} 64k`));
-      expectInterruptedClean(await signalWhen(files.top, (pid) => descendantRunning(pid, 'write -q -z -u') !== undefined, sig), files);
+      await expectInterruptedClean(files, (_stderr, pid) => descendantRunning(pid, 'write -q -z -u') !== undefined, sig);
       // The run the signal found was waited for: all 750 zero-filled clusters are zero clusters now. A killed
       // qemu-io leaves none or some, and leaks whenever its tables reached the file first.
-      const extents = JSON.parse(qemu('qemu-img', ['map', '--output=json', '-f', 'qcow2', files.top])) as { length: number; depth: number; zero: boolean; data: boolean }[];
+      const extents = JSON.parse(qemuImg('map', '--output=json', '-f', 'qcow2', files.top)) as { length: number; depth: number; zero: boolean; data: boolean }[];
       const zeroClusters = extents.filter((e) => e.depth === 0 && e.zero && !e.data).reduce((sum, e) => sum + e.length / 65536, 0);
       expect(zeroClusters).toBe(750);
     } finally {
@@ -236,7 +237,7 @@ describe('SIGINT/SIGTERM amid the qemu runs of merge --external (qcow2)', () => 
     const dir = workDir('b19-commit');
     try {
       const files = twoLayers(dir, ['write -q -P 0x33 0 900M']);
-      expectInterruptedClean(await signalWhen(files.top, progressed('Committing the overlays into the base', 75), 'SIGTERM'), files);
+      await expectInterruptedClean(files, progressed(progressAt(75, 'Committing the overlays into the base')), 'SIGTERM');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
