@@ -94,7 +94,7 @@ export function recordedBackingPath(path: string): string | undefined {
   const header = decodeQcow2Header(head);
   if (header?.backingName === undefined || header.backingNameBytes > MAX_BACKING_NAME_BYTES) return undefined;
   const name = header.backingName.toString('utf8');
-  return name.includes(':') && !name.startsWith('/') ? undefined : resolve(dirname(path), name);
+  return hasProtocolPrefix(name) ? undefined : resolve(dirname(path), name);
 }
 
 /** Validates the chain from `topPath` (already resolved to a real path) down to its last layer. */

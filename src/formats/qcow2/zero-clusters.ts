@@ -94,6 +94,8 @@ export async function clearUnderZeroClusters(top: string, overlays: number, base
 
 /** Bytes per qemu-io write when zeros are written as data: qemu-io holds the whole buffer of one write in memory. */
 const ZERO_DATA_WRITE_BYTES = 64 * 1024 * 1024;
+/** Bytes of zeros per qemu-io run: each run is waited for after an interruption (untorn), so it stays short. */
+const ZERO_DATA_RUN_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Writes zeros as data over every range of the standalone image `path` that holds no data (zero clusters, or
@@ -109,6 +111,5 @@ export async function writeZerosAsData(path: string): Promise<void> {
       commands.push(`write -q -P 0 ${hole.start + at} ${Math.min(ZERO_DATA_WRITE_BYTES, hole.length - at)}`);
     }
   }
-  // Each run is waited for after an interruption (untorn): 16 writes, at most 1 GiB of zeros, keep that short.
-  await runQemuIoBatches(path, 'qcow2', commands, { what: 'write zeros as data into', commandsPerRun: 16 });
+  await runQemuIoBatches(path, 'qcow2', commands, { what: 'write zeros as data into', commandsPerRun: ZERO_DATA_RUN_BYTES / ZERO_DATA_WRITE_BYTES });
 }
