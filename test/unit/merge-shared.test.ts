@@ -32,6 +32,17 @@ describe('planExternalMerge with shared layers', () => {
   });
 });
 
+/** A minimal qcow2 v3 header whose backing file name is `name` (stored at byte 200). */
+function writeQcow2Naming(path: string, name: string): void {
+  const header = Buffer.alloc(512);
+  header.writeUInt32BE(0x514649fb, 0);
+  header.writeUInt32BE(3, 4);
+  header.writeBigUInt64BE(200n, 8);
+  header.writeUInt32BE(Buffer.byteLength(name), 16);
+  header.write(name, 200);
+  writeFileSync(path, header);
+}
+
 describe('placeLayers', () => {
   it('own only inside the folder, singly linked, named by nothing else; everything below a shared layer is shared', () => {
     const root = mkdtempSync(join(tmpdir(), 'prl-place-'));
@@ -44,14 +55,15 @@ describe('placeLayers', () => {
     expect(placeLayers([join(vm, 'top'), join(vm, 'mid'), join(vm, 'low')]).map((p) => p.own)).toEqual([false, false]);
     expect(placeLayers([join(vm, 'top'), join(root, 'outside')]).map((p) => p.own)).toEqual([false]);
     // Another qcow2 of the folder naming "low" as its backing file.
-    const header = Buffer.alloc(512);
-    header.writeUInt32BE(0x514649fb, 0);
-    header.writeUInt32BE(3, 4);
-    header.writeBigUInt64BE(200n, 8);
-    header.writeUInt32BE(3, 16);
-    header.write('low', 200);
-    writeFileSync(join(vm, 'other'), header);
+    writeQcow2Naming(join(vm, 'other'), 'low');
     expect(placeLayers([join(vm, 'top'), join(vm, 'low')])).toEqual([{ own: false, why: `${join(vm, 'other')} uses it as its backing file` }]);
+  });
+
+  it('a backing name with a colon after a slash is a path (qemu\'s rule), so the layer it names is shared', () => {
+    const vm = mkdtempSync(join(tmpdir(), 'prl-place-colon-'));
+    for (const name of ['top', 'low:1']) writeFileSync(join(vm, name), 'x');
+    writeQcow2Naming(join(vm, 'other'), './low:1');
+    expect(placeLayers([join(vm, 'top'), join(vm, 'low:1')])).toEqual([{ own: false, why: `${join(vm, 'other')} uses it as its backing file` }]);
   });
 });
 
