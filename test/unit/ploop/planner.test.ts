@@ -91,6 +91,25 @@ describe('planResize', () => {
     expect(plan2.steps.find((s) => s.kind === 'truncate')).toEqual({ kind: 'truncate', sizeBytes: 3 * CLUSTER });
   });
 
+  // Issue 26, class 1: sizes that end inside a cluster. The BAT covers the partial last cluster (ceil), on grow and
+  // on shrink; a shrink never releases the cluster whose first part is kept.
+  test('grow to a size inside a cluster: the BAT gets a slot for the partial last cluster', () => {
+    const plan = planResize(layout(4, { 0: 1 }), [], 5 * CLUSTER + 512);
+    expect(plan.steps[1]).toEqual({ kind: 'write-header', sizeSectors: 5 * 128 + 1, batEntries: 6, dataOffsetSectors: 128 });
+  });
+
+  test('shrink to a size inside a cluster keeps that cluster, its slot and its host bytes', () => {
+    const plan = planResize(layout(8, { 0: 1, 3: 2, 5: 3 }), [], 3 * CLUSTER + 32 * K);
+    expect(plan.steps).toEqual([
+      { kind: 'mark-in-use', dropsExtension: false },
+      { kind: 'write-header', sizeSectors: 3 * 128 + 64, batEntries: 4, dataOffsetSectors: 128 },
+      { kind: 'release-clusters', fromIndex: 4, toIndex: 8, allocated: 1 },
+      { kind: 'truncate', sizeBytes: 3 * CLUSTER },
+      { kind: 'clear-in-use' },
+      { kind: 'update-descriptor', diskSizeSectors: 3 * 128 + 64 },
+    ]);
+  });
+
   test.each([
     ['a size that is not whole sectors', () => planResize(layout(4, {}), [], 1000)],
     ['a v1 delta past 2 TiB', () => planResize({ ...layout(4, {}), header: { ...layout(4, {}).header, magic: SIGNATURE_V1 } }, [], 2 ** 41)],
