@@ -11,7 +11,7 @@ export const INCOMPAT_DIRTY = 1n << 0n;
 export const INCOMPAT_CORRUPT = 1n << 1n;
 export const INCOMPAT_DATA_FILE = 1n << 2n;
 const INCOMPAT_COMPRESSION = 1n << 3n;
-const INCOMPAT_EXTENDED_L2 = 1n << 4n;
+export const INCOMPAT_EXTENDED_L2 = 1n << 4n;
 const KNOWN_INCOMPAT = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTENDED_L2;
 
 /** Header extension types (qcow2.txt, "Header extensions"). */
@@ -40,6 +40,8 @@ export interface Qcow2Header {
   snapshotCount: number;
   snapshotsOffset: bigint;
   incompatibleFeatures: bigint;
+  /** 0 zlib, 1 zstd (qcow2.txt: byte 104, present when the header is longer than 104 bytes). */
+  compressionType: number;
   headerBytes: number;
   extensions: Qcow2Extension[];
   /** Raw bytes of the backing file name; undefined when the image has no backing file. */
@@ -88,6 +90,7 @@ export function decodeQcow2Header(buf: Buffer): Qcow2Header | undefined {
     snapshotCount: buf.readUInt32BE(60),
     snapshotsOffset: buf.readBigUInt64BE(64),
     incompatibleFeatures: v3 ? buf.readBigUInt64BE(72) : 0n,
+    compressionType: v3 && headerBytes > 104 && buf.length > 104 ? buf[104]! : 0,
     headerBytes,
     extensions: [],
     extensionsTruncated: false,
