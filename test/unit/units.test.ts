@@ -1,6 +1,6 @@
 // SIZE parsing and the unit arithmetic.
 import { describe, expect, it } from 'vitest';
-import { alignDown, alignUp, formatSizeArgument, parseSize, toUnitCeil } from '../../src/util/units.js';
+import { alignDown, alignUp, formatBytes, formatSizeArgument, parseSize, parseUnit, toUnitCeil } from '../../src/util/units.js';
 
 describe('parseSize', () => {
   it.each([
@@ -34,4 +34,23 @@ describe('unit arithmetic', () => {
     expect(formatSizeArgument(2 ** 30 + 1)).toBe('1025M');
     expect(parseSize(formatSizeArgument(123_456_789))).toBeGreaterThanOrEqual(123_456_789);
   });
+});
+
+describe('formatBytes', () => {
+  it.each([
+    [0, '0 bytes'],
+    [1023, '1023 bytes'],
+    [1024, '1 KiB'],
+    [1536, '1.5 KiB'],
+    [2 ** 20, '1 MiB'],
+    [300 * 2 ** 20, '300 MiB'],
+    [1.5 * 2 ** 30, '1.5 GiB'],
+    [2 ** 40, '1 TiB'],
+    [-2 * 2 ** 20, '-2 MiB'],
+  ])('%d → %s', (bytes, text) => expect(formatBytes(bytes)).toBe(text));
+});
+
+describe('parseUnit', () => {
+  it.each([['k', 'K'], ['M', 'M'], ['g', 'G'], ['T', 'T']])('%s → %s', (text, unit) => expect(parseUnit(text)).toBe(unit));
+  it.each(['', 'B', 'KB', 'P'])('rejects "%s"', (text) => expect(() => parseUnit(text)).toThrow(`Invalid unit "${text}"`));
 });
