@@ -3,6 +3,8 @@
 import { e2fsckForced, resize2fs, vfsMinimumSize } from '../guest/filesystems.js';
 import { MiB, alignDown } from '../util/units.js';
 import type { Filesystem, FsProbe, FsType } from './types.js';
+import { readExtLayout } from './ext-layout.js';
+import { extMinimumBlocks } from './ext-minimum.js';
 
 const PAGE_BYTES = 4096;
 
@@ -47,6 +49,15 @@ function ext(type: 'ext2' | 'ext3' | 'ext4'): Filesystem {
     },
     async measure({ guest, device }) {
       const minimum = await vfsMinimumSize(guest, device);
+      return { minimumBytes: minimum + extMargin(minimum), warnings: [] };
+    },
+    // resize2fs -P's number (vfs-minimum-size multiplies it by the block size), with the same margin on top.
+    async measureNatively(container) {
+      const decoded = await readExtLayout(container);
+      if ('uncertain' in decoded) return decoded;
+      const counted = extMinimumBlocks(decoded.layout);
+      if ('uncertain' in counted) return counted;
+      const minimum = counted.blocks * decoded.layout.blockBytes;
       return { minimumBytes: minimum + extMargin(minimum), warnings: [] };
     },
     async grow({ guest, device }) {

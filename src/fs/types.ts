@@ -20,6 +20,17 @@ export interface Measured {
   warnings: string[];
 }
 
+/** The container's bytes (the partition, or the whole disk) read natively; reads stay inside it. */
+export interface ContainerReader {
+  sizeBytes: number;
+  read(offsetBytes: number, length: number): Promise<Buffer>;
+}
+
+/** Why a native measurement is not certain: the appliance measures instead. */
+export interface Uncertain {
+  uncertain: string;
+}
+
 /** Where the content lives inside the appliance. */
 export interface GuestTarget {
   guest: GuestSession;
@@ -39,6 +50,11 @@ export interface Filesystem {
   /** Whether measuring needs the appliance (xfs and swap are measured from their superblock alone). */
   measuresInGuest: boolean;
   measure(target: GuestTarget, probe: FsProbe): Promise<Measured>;
+  /**
+   * The same measurement as measure(), from the container's bytes alone, where the native reading is certain to
+   * give the appliance's number; otherwise Uncertain, and measure() runs in the appliance.
+   */
+  measureNatively?(container: ContainerReader, probe: FsProbe): Promise<Measured | Uncertain>;
   /**
    * Content resized without the appliance (swap): the writes, relative to the container's first byte, that make
    * it span `sizeBytes`. When present, grow and shrink are not used.

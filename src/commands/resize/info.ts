@@ -8,8 +8,22 @@ import { guestDrive } from '../../formats/image.js';
 import { GuestSession } from '../../guest/session.js';
 import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../../partitions/layout.js';
 import { exactKeepBytes, type SizeLimits } from './plan.js';
-import type { Measured } from '../../fs/types.js';
+import type { ContainerReader, Measured } from '../../fs/types.js';
 import { NotSupported } from '../../util/errors.js';
+import { debug } from '../../util/log.js';
+
+/** The container's bytes through the disk's native reader; a read outside it is a bug of the caller. */
+function containerReader(facts: DiskFacts): ContainerReader {
+  return {
+    sizeBytes: facts.containerBytes,
+    read(offsetBytes, length) {
+      if (offsetBytes < 0 || length < 0 || offsetBytes + length > facts.containerBytes) {
+        throw new RangeError(`internal: a read of ${length} bytes at ${offsetBytes} lies outside the ${facts.containerBytes}-byte container`);
+      }
+      return facts.source.read(facts.containerStartBytes + offsetBytes, length);
+    },
+  };
+}
 
 // Every "cannot resize the last partition" warning starts with the original's words (StringTable.cpp,
 // IDS_DISK_INFO__RESIZE_WARN_FS_NOTSUPP): the dispatcher looks for "The last partition cannot be resized " in
@@ -33,6 +47,14 @@ export async function measureContent(facts: DiskFacts, guest: () => Promise<Gues
   if (content.probe.damaged) return { unsupported: because(`${content.probe.damaged}. Minimum is the size without resizing it.`) };
   if (content.fs.cannotShrink) {
     return { minimumBytes: content.probe.sizeBytes, warnings: [] };
+  }
+  if (content.fs.measureNatively) {
+    const native = await content.fs.measureNatively(containerReader(facts), content.probe);
+    if (!('uncertain' in native)) {
+      debug(`measured ${content.fs.noun} natively, without the appliance`);
+      return native;
+    }
+    debug(`measuring ${content.fs.noun} in the appliance: the native reading is not certain (${native.uncertain})`);
   }
   const session = content.fs.measuresInGuest ? await guest() : undefined;
   try {
