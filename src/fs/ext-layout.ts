@@ -38,19 +38,21 @@ export type Decoded = { layout: ExtLayout } | { uncertain: string };
 const COMPAT_SPARSE_SUPER2 = 0x200;
 /** EXT2_LIB_FEATURE_COMPAT_SUPP of e2fsprogs 1.47.0: resize2fs refuses other compat features. */
 const COMPAT_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x200 | 0x400 | 0x800 | 0x1000;
-const INCOMPAT_RECOVER = 0x4;
+export const COMPAT_HAS_JOURNAL = 0x4;
+export const INCOMPAT_RECOVER = 0x4;
 const INCOMPAT_JOURNAL_DEV = 0x8;
 const INCOMPAT_META_BG = 0x10;
-const INCOMPAT_EXTENTS = 0x40;
-const INCOMPAT_64BIT = 0x80;
-const INCOMPAT_FLEX_BG = 0x200;
+export const INCOMPAT_EXTENTS = 0x40;
+export const INCOMPAT_64BIT = 0x80;
+export const INCOMPAT_FLEX_BG = 0x200;
 /** EXT2_LIB_FEATURE_INCOMPAT_SUPP of 1.47.0 (with MMP, as Debian builds it), less the journal device. */
 const INCOMPAT_SUPPORTED = 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000;
 const RO_COMPAT_SPARSE_SUPER = 0x1;
 const RO_COMPAT_BIGALLOC = 0x200;
 const RO_COMPAT_METADATA_CSUM = 0x400;
-const STATE_ERRORS = 0x2;
-const SUPERBLOCK_OFFSET = 1024;
+export const STATE_ERRORS = 0x2;
+export const SUPERBLOCK_OFFSET = 1024;
+export const EXT_MAGIC = 0xef53;
 /** 16 TiB of 4 KiB blocks with 64-byte descriptors needs 32 MiB: more is hostile, and the appliance decides. */
 const MAX_DESCRIPTOR_BYTES = 64 * 1024 * 1024;
 
@@ -86,7 +88,7 @@ export function groupHasSuper(layout: Pick<ExtLayout, 'sparseSuper' | 'sparseSup
 }
 
 function superblockFindings(sb: Buffer): string | undefined {
-  if (sb.readUInt16LE(0x38) !== 0xef53) return 'no ext superblock';
+  if (sb.readUInt16LE(0x38) !== EXT_MAGIC) return 'no ext superblock';
   const compat = sb.readUInt32LE(0x5c);
   const incompat = sb.readUInt32LE(0x60);
   const roCompat = sb.readUInt32LE(0x64);

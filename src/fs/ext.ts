@@ -3,19 +3,12 @@
 import { e2fsckForced, resize2fs, vfsMinimumSize } from '../guest/filesystems.js';
 import { MiB, alignDown } from '../util/units.js';
 import type { Filesystem, FsProbe, FsType } from './types.js';
-import { readExtLayout } from './ext-layout.js';
+import {
+  COMPAT_HAS_JOURNAL, EXT_MAGIC, INCOMPAT_64BIT, INCOMPAT_EXTENTS, INCOMPAT_FLEX_BG, INCOMPAT_RECOVER, STATE_ERRORS, SUPERBLOCK_OFFSET as SB, readExtLayout,
+} from './ext-layout.js';
 import { extMinimumBlocks } from './ext-minimum.js';
 
 const PAGE_BYTES = 4096;
-
-const SB = 1024;
-const EXT_MAGIC = 0xef53;
-const COMPAT_HAS_JOURNAL = 0x4;
-const INCOMPAT_RECOVER = 0x4;
-const INCOMPAT_EXTENTS = 0x40;
-const INCOMPAT_64BIT = 0x80;
-const INCOMPAT_FLEX_BG = 0x200;
-const STATE_ERRORS = 0x2;
 
 /** resize2fs -P is an estimate; this margin makes "resize to Minimum succeeds" hold (see docs/resize.md). */
 export function extMargin(minimumBytes: number): number {
