@@ -9,6 +9,7 @@ import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
 import { infoChain } from '../formats/qcow2/qemu-img.js';
 import { validateQcow2Chain } from '../formats/qcow2/chain.js';
+import { refuseLiveOutsideLayers } from '../formats/qcow2/layers.js';
 import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
 import { loadImage, type Image } from '../formats/image.js';
@@ -110,10 +111,12 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
 
 async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<void> {
   if (ref.format === 'qcow2') {
-    const top = validateQcow2Chain(ref.path)[0]!;
+    const layers = validateQcow2Chain(ref.path);
+    const top = layers[0]!;
     if (mode === 'modify' && top.links > 1) {
       throw new Refused(`"${hdd}" has ${top.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (cp --sparse=always) and try again. Nothing was changed.`);
     }
+    await refuseLiveOutsideLayers(layers, hdd);
     await probeQemuLock(ref.path, mode, hdd, notice);
     return;
   }

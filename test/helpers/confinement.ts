@@ -2,7 +2,7 @@
 // it connected to must be inside the case folder or on the allow-list below; the run is killed, with its whole
 // process group, at a hard timeout or as soon as it starts the libguestfs appliance when it must not.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { cliPath } from './cli.js';
 
@@ -12,6 +12,8 @@ export function requireStrace(): void {
 }
 
 const REPO = resolve(dirname(cliPath()), '..', '..', '..');
+/** A git worktree's node_modules is a symlink to the main checkout's, and node opens modules by their real path. */
+const MODULES = realpathSync(join(REPO, 'node_modules'));
 
 /**
  * Paths a run may open besides the case folder, and why:
@@ -29,6 +31,7 @@ const REPO = resolve(dirname(cliPath()), '..', '..', '..');
  */
 const SYSTEM = [
   /^\/(usr|lib|lib64|bin|sbin)\//,
+  /^\/etc\/prl-disk-tool\.conf$/,
   /^\/etc\/(ld\.so\.[a-z.]+|localtime|nsswitch\.conf|passwd|group|host\.conf|resolv\.conf|gai\.conf|ssl\/.*|gnutls\/config|qemu\/.*)$/,
   /^\/proc\/(self|thread-self)(\/|$)/,
   /^\/proc\/(meminfo|stat|cpuinfo|filesystems|mounts|sys\/.*)$/,
@@ -42,7 +45,7 @@ const SYSTEM = [
 function allowed(path: string, folder: string, pids: ReadonlySet<string>, extra: readonly string[]): boolean {
   if (path === folder || path.startsWith(`${folder}/`)) return true;
   if (extra.some((e) => path === e || path.startsWith(`${e}/`))) return true;
-  if (path.startsWith(`${REPO}/dist/`) || path.startsWith(`${REPO}/node_modules/`)) return true;
+  if (path.startsWith(`${REPO}/dist/`) || path.startsWith(`${REPO}/node_modules/`) || path.startsWith(`${MODULES}/`)) return true;
   // node walks up from the entry point looking for package.json (ESM "type" lookups).
   if (/\/package\.json$/.test(path) && REPO.startsWith(dirname(path))) return true;
   // The in-use checks list every process's descriptors (readlink of /proc/PID/fd/*, opening none of their targets).
@@ -68,15 +71,29 @@ export interface TraceReport {
   appliance: boolean;
 }
 
-/** Parses strace -f -y -s 4096 output: each open/openat/openat2 path, connect and execve. */
-export function judgeTrace(log: string, folder: string, cwd: string, extra: readonly string[] = []): Pick<TraceReport, 'outside' | 'connects' | 'programs'> {
+/** Calls that take a path as their first argument, and those that take a directory fd and a path. */
+const PATH_CALLS = new Set(['open', 'stat', 'lstat', 'readlink', 'access']);
+const AT_CALLS = new Set(['openat', 'openat2', 'newfstatat', 'statx', 'readlinkat', 'faccessat', 'faccessat2']);
+/** Looking a name up (not opening it) is also allowed for the folders above what may be opened (realpath walks them). */
+const LOOKUPS = new Set(['stat', 'lstat', 'readlink', 'access', 'newfstatat', 'statx', 'readlinkat', 'faccessat', 'faccessat2']);
+const TRACED_CALLS = [...PATH_CALLS, ...AT_CALLS, 'connect', 'execve'].join(',');
+
+function isAncestor(path: string, of: string): boolean {
+  return path === '/' || of === path || of.startsWith(`${path}/`);
+}
+
+/**
+ * Parses strace -f -y -s 4096 output: each path opened, stat'ed, read as a link or checked for access (the stat
+ * family counts: looking at an outside path because an image names it is already a probe), connect and execve.
+ */
+export function judgeTrace(log: string, folder: string, cwd: string, extra: readonly string[] = [], lookups: readonly string[] = []): Pick<TraceReport, 'outside' | 'connects' | 'programs'> {
   const lines = log.split('\n');
   const pids = new Set(lines.map((line) => /^(\d+) /.exec(line)?.[1]).filter((pid): pid is string => pid !== undefined));
   const outside: string[] = [];
   const connects: string[] = [];
   const programs: string[] = [];
   for (const line of lines) {
-    const call = /^\d+ +(open|openat|openat2|connect|execve)\((.*)$/.exec(line);
+    const call = /^\d+ +([a-z0-9]+)\((.*)$/.exec(line);
     if (call === null) continue;
     const [, name, rest] = call as unknown as [string, string, string];
     if (name === 'execve') {
@@ -90,13 +107,18 @@ export function judgeTrace(log: string, folder: string, cwd: string, extra: read
       else if (!allowed(normalize(unix[1]!), folder, pids, extra)) connects.push(line);
       continue;
     }
+    if (!PATH_CALLS.has(name) && !AT_CALLS.has(name)) continue;
     // open("p", ...), openat(AT_FDCWD, "p", ...), openat(3</dir>, "p", ...)
-    const parsed = name === 'open' ? /^"((?:[^"\\]|\\.)*)"/.exec(rest) : /^([^,]+), "((?:[^"\\]|\\.)*)"/.exec(rest);
+    const parsed = PATH_CALLS.has(name) ? /^"((?:[^"\\]|\\.)*)"/.exec(rest) : /^([^,]+), "((?:[^"\\]|\\.)*)"/.exec(rest);
     if (parsed === null) continue;
-    const raw = name === 'open' ? parsed[1]! : parsed[2]!;
-    const dirfd = name === 'open' ? 'AT_FDCWD' : parsed[1]!;
+    const raw = PATH_CALLS.has(name) ? parsed[1]! : parsed[2]!;
+    // An empty name with AT_EMPTY_PATH is fstat of a descriptor already open: its open was judged.
+    if (raw === '') continue;
+    const dirfd = PATH_CALLS.has(name) ? 'AT_FDCWD' : parsed[1]!;
     const base = dirfd === 'AT_FDCWD' ? cwd : (/<(.*)>$/.exec(dirfd)?.[1] ?? cwd);
     const path = normalize(isAbsolute(raw) ? raw : join(base, raw));
+    // The in-use checks read every process's descriptor links (readlink of /proc/PID/fd/N), opening none of them.
+    if (LOOKUPS.has(name) && (lookups.includes(path) || /^\/proc\/\d+\/fd\/\d+$/.test(path) || [folder, ...extra, cliPath(), join(REPO, 'node_modules'), MODULES].some((below) => isAncestor(path, below)))) continue;
     if (!allowed(path, folder, pids, extra)) outside.push(`${path} (${line.slice(0, 300)})`);
   }
   return { outside, connects, programs };
@@ -107,6 +129,11 @@ export interface TraceOptions {
   folder: string;
   /** Other folders the operation may legitimately read (a linked clone's template folder). */
   extra?: readonly string[];
+  /**
+   * Outside paths that may be looked at (stat, lstat, readlink) but never opened: what an image names where the
+   * rules allow a backing file (a qcow2 path in another folder), found to be a FIFO, socket or folder by lstat.
+   */
+  lookups?: readonly string[];
   timeoutMs: number;
   /** Kill the run as soon as it executes guestfish (a refusal must come before the appliance). */
   forbidAppliance: boolean;
@@ -116,7 +143,7 @@ export interface TraceOptions {
 
 /** Runs the CLI under strace in its own process group; never waits past the timeout. */
 export function traceCli(args: readonly string[], options: TraceOptions): Promise<TraceReport> {
-  const strace = ['-f', '-qq', '-y', '-s', '4096', '-e', 'trace=open,openat,openat2,connect,execve', '-o', options.logFile, '--', process.execPath, cliPath(), ...args];
+  const strace = ['-f', '-qq', '-y', '-s', '4096', '-e', `trace=${TRACED_CALLS}`, '-o', options.logFile, '--', process.execPath, cliPath(), ...args];
   const env = { ...process.env, LC_ALL: 'C', LIBGUESTFS_BACKEND_SETTINGS: process.env.LIBGUESTFS_BACKEND_SETTINGS ?? 'force_tcg', ...options.env };
   const child = spawn('strace', strace, { cwd: options.folder, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -150,7 +177,7 @@ export function traceCli(args: readonly string[], options: TraceOptions): Promis
       clearInterval(watch);
       const log = existsSync(options.logFile) ? readFileSync(options.logFile, 'utf8') : '';
       appliance ||= /execve\("[^"]*guestfish"/.test(log);
-      resolvePromise({ code, signal, stdout, stderr, timedOut, appliance, ...judgeTrace(log, options.folder, options.folder, options.extra) });
+      resolvePromise({ code, signal, stdout, stderr, timedOut, appliance, ...judgeTrace(log, options.folder, options.folder, options.extra, options.lookups) });
     });
   });
 }

@@ -33,3 +33,12 @@ export async function startPausedVm(file: string, fmt: 'qcow2' | 'parallels'): P
     if (attempt === 3 || !/Failed to get .*lock/.test(qemuErr)) throw new Error(`qemu exited: ${qemuErr}`);
   }
 }
+
+/** Waits until a holder has taken QEMU's write lock on `file` (qemu-img info without -U then fails). */
+export async function waitHeld(file: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('qemu-img', ['info', '-f', 'qcow2', file]).status !== 0) return;
+    await sleep(100);
+  }
+  throw new Error(`nothing took QEMU's lock on ${file} within 10 s`);
+}

@@ -13,6 +13,7 @@ import {
   fifo, getField, patterned, ploopDelta, ploopFolder, qcow2, qcow2Backed, QCOW2, setBacking, setField, sh, socketFile, writeAt, zeroDevice,
 } from '../helpers/hostile-images.js';
 import { BASE_GUID } from '../helpers/ploop.js';
+import { holdOpen, waitHeld } from '../helpers/holders.js';
 
 /** A refusal takes a few seconds even on a loaded machine; a FIFO open that blocks never ends. */
 const TIMEOUT_MS = 45_000;
@@ -38,6 +39,8 @@ const OPS = {
   expanding: ['convert', '--expanding'],
 } as const;
 type Op = keyof typeof OPS;
+/** One of each command: resize --info, compact --info, resize --size, compact, merge, merge --external, convert. */
+const EVERY: Op[] = ['info', 'compact --info', 'grow', 'compact', 'merge', 'external', 'plain'];
 
 interface Dirs {
   /** The image's folder: the only place the tool may touch. */
@@ -57,6 +60,14 @@ interface Case {
   stdout?: RegExp;
   /** A case that must succeed changes its own folder; `verify` then says what must hold. */
   verify?: (d: Dirs) => string[];
+  /** Another process holding a file while the command runs (a running VM); returns its release. */
+  hold?: (d: Dirs) => () => void;
+  /** Outside paths the rules let the tool look at (lstat) but not open: a qcow2 path in another folder that is no file. */
+  lookups?: (d: Dirs) => string[];
+  /** Outside files the rules let the tool open read-only: another VM's disk it must ask QEMU's lock about. */
+  reads?: (d: Dirs) => string[];
+  /** The tool's configuration file for the run (PRL_DISK_TOOL_CONFIG), written in the case's own directory. */
+  config?: (d: Dirs) => string;
 }
 
 /** Victims outside the folder, that a hostile image names. */
@@ -206,7 +217,7 @@ const CASES: Case[] = [
   { name: 'backing: file: protocol prefix', build: (d) => qcow2Backed(top(d), `file:${join(d.out, 'victim.qcow2')}`), ops: ['grow', 'external'], codes: [7] },
   { name: 'backing: format not recorded', build: (d) => qcow2Backed(top(d), join(d.out, 'victim.qcow2'), null), ops: ['info', 'compact', 'external', 'expanding', 'grow -n'], codes: [8, 7] },
   { name: 'backing: absolute path to a device', build: (d) => qcow2Backed(top(d), zeroDevice(join(d.out, 'zero')), 'raw'), ops: ['grow', 'info', 'external'], codes: [7, 4] },
-  { name: 'backing: FIFO outside the folder', build: (d) => qcow2Backed(top(d), fifo(join(d.out, 'fifo')), 'qcow2'), ops: ['info', 'plain'], codes: [7, 4] },
+  { name: 'backing: FIFO outside the folder', build: (d) => qcow2Backed(top(d), fifo(join(d.out, 'fifo')), 'qcow2'), lookups: (d) => [join(d.out, 'fifo')], ops: ['info', 'plain'], codes: [7, 4] },
   {
     name: 'backing: FIFO inside the folder',
     build: (d) => {
@@ -216,7 +227,7 @@ const CASES: Case[] = [
     ops: ['grow', 'external -n'],
     codes: [7, 4],
   },
-  { name: 'backing: a socket', build: (d) => qcow2Backed(top(d), socketFile(join(d.out, 'sock')), 'qcow2'), ops: ['grow'], codes: [7, 4] },
+  { name: 'backing: a socket', build: (d) => qcow2Backed(top(d), socketFile(join(d.out, 'sock')), 'qcow2'), lookups: (d) => [join(d.out, 'sock')], ops: ['grow'], codes: [7, 4] },
   {
     name: 'backing: symlink in the folder leading out',
     build: (d) => {
@@ -236,7 +247,49 @@ const CASES: Case[] = [
     codes: [4],
   },
   { name: 'backing: itself', build: (d) => qcow2Backed(top(d), 'top.qcow2'), ops: ['grow'], codes: [4] },
-  { name: 'backing: a directory', build: (d) => qcow2Backed(top(d), d.out), ops: ['info', 'external'], codes: [7, 4] },
+  { name: 'backing: a directory', build: (d) => qcow2Backed(top(d), d.out), lookups: (d) => [d.out], ops: ['info', 'external'], codes: [7, 4] },
+  // host files as backing layers (issue 23, item 4): refused from the name, before anything at it is looked at
+  { name: 'backing: raw file outside the folder', build: (d) => qcow2Backed(top(d), join(d.out, 'victim.raw'), 'raw'), ops: EVERY, codes: [7] },
+  { name: 'backing: raw file outside, named relatively', build: (d) => qcow2Backed(top(d), '../out/victim.raw', 'raw'), ops: EVERY, codes: [7] },
+  { name: 'backing: /etc/shadow as raw', build: (d) => qcow2Backed(top(d), '/etc/shadow', 'raw'), ops: EVERY, codes: [7] },
+  { name: 'backing: a /dev name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/dev/sda', 'qcow2'), ops: EVERY, codes: [7] },
+  { name: 'backing: a /proc name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/proc/self/fd/0', 'qcow2'), ops: EVERY, codes: [7] },
+  { name: 'backing: a /run name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/run/victim.qcow2', 'qcow2'), ops: ['info', 'external'], codes: [7] },
+  { name: 'backing: a /sys name recorded as raw', build: (d) => qcow2Backed(top(d), '/sys/kernel/notes', 'raw'), ops: ['info', 'grow'], codes: [7] },
+  {
+    name: 'backing: ".." inside the name',
+    build: (d) => {
+      mkdirSync(join(d.vm, 'sub'));
+      return qcow2Backed(top(d), 'sub/../base.qcow2');
+    },
+    ops: ['info', 'external'],
+    codes: [7],
+  },
+  {
+    name: 'backing: symlink in the folder leading to a raw file outside',
+    build: (d) => {
+      symlinkSync(join(d.out, 'victim.raw'), join(d.vm, 'base.raw'));
+      return qcow2Backed(top(d), 'base.raw', 'raw');
+    },
+    ops: EVERY,
+    codes: [7],
+  },
+  {
+    name: "backing: another VM's live disk (held for writing by QEMU)",
+    build: (d) => qcow2Backed(top(d), join(d.out, 'victim.qcow2')),
+    hold: (d) => holdOpen(join(d.out, 'victim.qcow2')),
+    // Looked at and opened read-only (header, then qemu-img info asking QEMU's lock): never written.
+    reads: (d) => [join(d.out, 'victim.qcow2')],
+    ops: EVERY,
+    codes: [6],
+  },
+  {
+    name: 'backing: qcow2 outside the folders trusted_backing_dirs names',
+    build: (d) => qcow2Backed(top(d), join(d.out, 'victim.qcow2')),
+    config: (d) => `# templates live here only\ntrusted_backing_dirs = ${join(d.vm, '..', 'templates')}:/nonexistent/templates\n`,
+    ops: EVERY,
+    codes: [8],
+  },
   // leftover notes of merge --external: ignored with one warning, nothing removed
   {
     name: 'note: an old-style note naming a file outside',
@@ -292,6 +345,8 @@ const CASES: Case[] = [
       symlinkSync(join(d.out, 'victim.hds'), join(d.vm, 'root.hds'));
       return ploop(d);
     },
+    // Known gap (issue 23 item 7, the ploop side): the descriptor check resolves the link's real path before refusing.
+    lookups: (d) => [d.out, join(d.out, 'victim.hds')],
     ops: ['grow', 'compact', 'info'],
     codes: [4, 7],
   },
@@ -480,9 +535,22 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
           mkdirSync(d.out, { recursive: true });
           sentinel(d.out);
           const hdd = c.build(d);
+          const config = c.config && join(dir, 'prl-disk-tool.conf');
+          if (config !== undefined) writeFileSync(config, c.config!(d));
           const before = { vm: fingerprint(d.vm), out: fingerprint(d.out) };
           const args = OPS[op];
-          const report = await traceCli([args[0], '--hdd', hdd, ...args.slice(1)], { folder: d.vm, timeoutMs: TIMEOUT_MS, forbidAppliance: true, logFile: join(dir, 'strace.log') });
+          const release = c.hold?.(d);
+          if (release !== undefined) await waitHeld(join(d.out, 'victim.qcow2'));
+          let report: TraceReport;
+          try {
+            report = await traceCli([args[0], '--hdd', hdd, ...args.slice(1)], {
+              folder: d.vm, timeoutMs: TIMEOUT_MS, forbidAppliance: true, logFile: join(dir, 'strace.log'),
+              lookups: c.lookups?.(d) ?? [], extra: [...(config === undefined ? [] : [config]), ...(c.reads?.(d) ?? [])],
+              ...(config === undefined ? {} : { env: { PRL_DISK_TOOL_CONFIG: config } }),
+            });
+          } finally {
+            release?.();
+          }
           const lockAdded = (line: string): boolean => line === 'added DiskDescriptor.xml.lck' && statSync(join(d.vm, 'DiskDescriptor.xml.lck'), { throwIfNoEntry: false })?.isFile() === true;
           const changes = [
             ...(c.verify ? c.verify(d) : fingerprintDiff(before.vm, fingerprint(d.vm)).filter((line) => !lockAdded(line)).map((line) => `case folder: ${line}`)),

@@ -1,10 +1,11 @@
 // The backing chain of a qcow2 image, validated natively from the headers before any qemu tool sees it:
 // only plain paths to regular files, each with a recorded format, no loops, no features that reach other
 // files (external data files) or that we cannot read (encryption). Rules: ../shared/BRIEF.md, threat model.
-import { lstatSync, realpathSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
 import { FileRefused, readRegularFileHead } from '../../util/safe-file.js';
+import { configPath, loadConfig } from '../../util/config.js';
 import { HEADER_READ_BYTES, MAX_BACKING_NAME_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
 
 const MAX_CHAIN_LAYERS = 64;
@@ -45,25 +46,74 @@ function backingNameOf(layer: string, raw: Buffer): string {
   return name;
 }
 
-/** A link is followed only within its own folder: a link out of it would make another folder's file ours. */
+/** Folders of the host's pseudo-filesystems and runtime state: nothing under them is ever an image layer. */
+const HOST_PSEUDO_DIRS = ['/dev', '/proc', '/sys', '/run'];
+/** Symbolic links followed in a row within one folder before the chain is called a loop. */
+const MAX_LINK_HOPS = 8;
+
+function isUnder(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir === '/' ? '/' : `${dir}/`);
+}
+
+/**
+ * `name` resolved against `dir` lexically, as the kernel will resolve it: a `..` after a named component
+ * (`sub/../x`) is refused, since through a symlinked `sub` the kernel would land elsewhere than the text says.
+ */
+function lexicalPath(overlay: string, dir: string, name: string): string {
+  const segments = name.split('/').filter((segment) => segment !== '' && segment !== '.');
+  const firstNamed = segments.findIndex((segment) => segment !== '..');
+  if (firstNamed >= 0 && segments.slice(firstNamed).includes('..')) {
+    throw new NotSupported(`The backing file of "${overlay}" is named "${name}", with ".." inside the path; name the file plainly (qemu-img rebase -u) and try again. Nothing was changed.`);
+  }
+  return isAbsolute(name) ? resolve(name) : resolve(dir, name);
+}
+
+/**
+ * Where a backing file may lie, decided from its path alone (lexical before anything at that path is looked at,
+ * then again from its real path once opened): never under the host's pseudo-filesystems; outside the image's
+ * folder only as qcow2 (a raw host file is never a layer: /etc/shadow would do), and only in a folder the
+ * administrator trusts when trusted_backing_dirs is set.
+ */
+function checkPlace(overlay: string, name: string, path: string, format: 'qcow2' | 'raw', folder: string): void {
+  const pseudo = HOST_PSEUDO_DIRS.find((dir) => isUnder(path, dir));
+  if (pseudo !== undefined) {
+    throw new NotSupported(`The backing file "${name}" of "${overlay}" lies under ${pseudo}, which holds host devices and state, never an image layer; this tool refuses it. Nothing was changed.`);
+  }
+  if (dirname(path) === folder) return;
+  if (format === 'raw') {
+    throw new NotSupported(
+      `The backing file "${name}" of "${overlay}" is a raw file outside the image's folder; a raw host file is never accepted as an image layer (only a qcow2 template may lie elsewhere). Move it into the image's folder or convert it to qcow2. Nothing was changed.`,
+    );
+  }
+  // Compared as written: both the lexical and the real path must lie in one (the administrator names real folders).
+  const trusted = loadConfig().trustedBackingDirs;
+  if (trusted !== undefined && !trusted.some((dir) => isUnder(path, dir))) {
+    throw new Refused(
+      `The backing file "${name}" of "${overlay}" lies outside the folders the administrator trusts for templates (trusted_backing_dirs in ${configPath()}: ${trusted.join(':') || 'none'}); move the template there or change that setting. Nothing was changed.`,
+    );
+  }
+}
+
+/**
+ * A link is followed only within its own folder: a link out of it would make another folder's file ours. Each hop
+ * is read (readlink) and resolved lexically, so that nothing the link points at outside is looked at.
+ */
 function followWithinFolder(overlay: string, name: string, path: string): string {
-  let stats;
-  try {
-    stats = lstatSync(path);
-  } catch {
-    throw invalid(overlay, `its backing file "${name}" does not exist`);
+  for (let hop = 0; ; hop++) {
+    let stats;
+    try {
+      stats = lstatSync(path);
+    } catch {
+      throw invalid(overlay, `its backing file "${name}" does not exist`);
+    }
+    if (!stats.isSymbolicLink()) return path;
+    if (hop === MAX_LINK_HOPS) throw invalid(overlay, `its backing file "${name}" is a chain of symbolic links that loops`);
+    const target = lexicalPath(overlay, dirname(path), readlinkSync(path, 'utf8'));
+    if (dirname(target) !== dirname(path)) {
+      throw new NotSupported(`The backing file "${name}" of "${overlay}" is a symbolic link into another folder (${target}); name the file itself in the image (qemu-img rebase -u) and try again.`);
+    }
+    path = target;
   }
-  if (!stats.isSymbolicLink()) return path;
-  let real: string;
-  try {
-    real = realpathSync(path);
-  } catch {
-    throw invalid(overlay, `its backing file "${name}" is a symbolic link that leads nowhere or loops`);
-  }
-  if (dirname(real) !== realpathSync(dirname(path))) {
-    throw new NotSupported(`The backing file "${name}" of "${overlay}" is a symbolic link into another folder (${real}); name the file itself in the image (qemu-img rebase -u) and try again.`);
-  }
-  return real;
 }
 
 function readLayer(overlay: string, what: string, path: string): { head: Buffer; dev: number; ino: number; links: number; sizeBytes: number } {
@@ -113,6 +163,7 @@ export function validateQcow2Chain(topPath: string): ChainLayer[] {
     if (seen.has(identity)) throw invalid(topPath, `its backing chain loops back to "${path}"`);
     seen.add(identity);
     const realPath = realpathSync(path);
+    if (layers.length > 0) checkPlace(overlay, path, realPath, format, folder);
     const layer: ChainLayer = { path, realPath, format, insideFolder: dirname(realPath) === folder, links };
     layers.push(layer);
     if (format === 'raw') return layers;
@@ -141,6 +192,8 @@ export function validateQcow2Chain(topPath: string): ChainLayer[] {
     }
     overlay = path;
     format = header.backingFormat;
-    path = followWithinFolder(overlay, name, isAbsolute(name) ? resolve(name) : resolve(dirname(overlay), name));
+    const lexical = lexicalPath(overlay, dirname(overlay), name);
+    checkPlace(overlay, name, lexical, format, folder);
+    path = followWithinFolder(overlay, name, lexical);
   }
 }

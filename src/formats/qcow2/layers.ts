@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { decodeInfo, isLockFailure, qemuImg } from './qemu-img.js';
 import { CommandFailed } from '../../util/exec.js';
 import { probeReadWriteOpen } from './qemu-io.js';
+import type { ChainLayer } from './chain.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
 
 export interface Layer {
@@ -93,6 +94,26 @@ export async function readChain(top: string): Promise<Layer[]> {
   return chain;
 }
 
+/**
+ * A backing file outside the image's folder that a running QEMU holds for writing is somebody's live disk, not a
+ * template: refused in every mode, queries included (their numbers would come from a disk changing under them).
+ * qemu-img info without -U takes a read lock, which conflicts with a writer only; a VM that uses the file as its
+ * own backing file merely reads it and does not conflict.
+ */
+export async function refuseLiveOutsideLayers(layers: readonly ChainLayer[], hdd: string): Promise<void> {
+  for (const layer of layers) {
+    if (layer.insideFolder || layer.format !== 'qcow2') continue;
+    try {
+      await readLayer(layer.realPath, false);
+    } catch (error) {
+      if (!(error instanceof ToolError) || error.kind !== 'in-use') throw error;
+      throw new ToolError(
+        'in-use',
+        `The backing file "${layer.realPath}" of "${hdd}" is open for writing by a running virtual machine: it is that machine's live disk, not a template. Stop that machine or rebase "${hdd}" onto a real template. Nothing was changed.`,
+      );
+    }
+  }
+}
 
 export function inUseByOther(path: string): ToolError {
   return new ToolError(
