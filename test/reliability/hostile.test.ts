@@ -253,9 +253,9 @@ const CASES: Case[] = [
   { name: 'backing: raw file outside, named relatively', build: (d) => qcow2Backed(top(d), '../out/victim.raw', 'raw'), ops: EVERY, codes: [7] },
   { name: 'backing: /etc/shadow as raw', build: (d) => qcow2Backed(top(d), '/etc/shadow', 'raw'), ops: EVERY, codes: [7] },
   { name: 'backing: a /dev name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/dev/sda', 'qcow2'), ops: EVERY, codes: [7] },
-  { name: 'backing: a /proc name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/proc/self/fd/0', 'qcow2'), ops: EVERY, codes: [7] },
+  { name: 'backing: a /proc name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/proc/1/root/etc/shadow', 'qcow2'), ops: EVERY, codes: [7] },
   { name: 'backing: a /run name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/run/victim.qcow2', 'qcow2'), ops: ['info', 'external'], codes: [7] },
-  { name: 'backing: a /sys name recorded as raw', build: (d) => qcow2Backed(top(d), '/sys/kernel/notes', 'raw'), ops: ['info', 'grow'], codes: [7] },
+  { name: 'backing: a /sys name recorded as qcow2', build: (d) => qcow2Backed(top(d), '/sys/kernel/notes', 'qcow2'), ops: ['info', 'grow'], codes: [7] },
   {
     name: 'backing: ".." inside the name',
     build: (d) => {
