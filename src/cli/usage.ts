@@ -14,8 +14,8 @@ export const HELP = `prl_disk_tool: resize, compact, merge and convert Virtuozzo
 
 ${USAGE}
 Operations:
-  resize    Change the virtual size (--size). With --resize_partition the last partition and its
-            filesystem follow, growing or shrinking. --info shows the size and the smallest sizes
+  resize    Change the virtual size (--size). With --resize_partition (always, on a ploop image)
+            the last partition and its filesystem follow, growing or shrinking. --info shows the size and the smallest sizes
             that resize accepts, with and without --resize_partition.
   compact   Give the host back the space that no filesystem in the image uses. --info shows the
             block counts and how much compact would free.

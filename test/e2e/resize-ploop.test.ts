@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildImage, verifyImage } from '../factory/index.js';
-import { MiB, imageSums, info, resize, verifyResized } from './resize-support.js';
+import { MiB, cli, imageSums, info, resize, verifyResized } from './resize-support.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -18,24 +18,32 @@ afterAll(async () => {
 const toArg = (bytes: number): string => `${Math.ceil(bytes / MiB)}M`;
 
 describe('resize on ploop', () => {
-  it('gpt ext4: plain grow, then --info, shrink to Minimum, grow back with --resize_partition', async () => {
+  it('gpt ext4: without --resize_partition the partition and its filesystem follow (as ploop resize did), grow and shrink; the dry run says so', async () => {
     const built = await buildImage({ format: 'ploop', table: 'gpt', content: 'ext4', dir, sizeMiB: 512, filesMiB: 16, deletedMiB: 8, seed: 41 });
-    const plain = await resize(built.hdd, '640M');
-    expect(plain.code, plain.stderr).toBe(0);
-    const report = await verifyImage(built);
-    expect(report.ploop!.diskSizeSectors).toBe(640 * 2048);
-    expect(report.table!.lastlba).toBe(640 * 2048 - 34);
+    // The lock file appears with the first run: the delta and the descriptor are what must not change.
+    const data = async (): Promise<string[]> => Object.entries(await imageSums(built)).filter(([file]) => !file.endsWith('.lck')).map(([file, sum]) => `${file} ${sum}`);
+    const sums = await data();
+    const dry = await cli(['resize', '--hdd', built.hdd, '--size', '640M', '-n']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/As ploop resize does, the last partition and its filesystem follow the disk of a ploop image/);
+    expect(dry.stdout).toMatch(/Grow an ext4 filesystem on \/dev\/sda\d to fill/);
+    expect(await data()).toEqual(sums);
+
+    const grown = await resize(built.hdd, '640M');
+    expect(grown.code, grown.stderr).toBe(0);
+    // verifyResized: fsck, file checksums, the fill rule (the filesystem spans the moved partition), real ploop check.
+    await verifyResized(built, 640 * MiB);
 
     const limits = await info(built.hdd);
     expect(limits.size).toBe(640 * MiB);
-    const shrunk = await resize(built.hdd, toArg(limits.minimum), '--resize_partition');
+    expect(limits.minimum).toBeLessThan(512 * MiB);
+    const shrunk = await resize(built.hdd, toArg(limits.minimum));
     expect(shrunk.code, shrunk.stderr).toBe(0);
-    await verifyResized(built, limits.minimum);
+    await verifyResized(built, Math.ceil(limits.minimum / MiB) * MiB);
 
-    const grown = await resize(built.hdd, '1G', '--resize_partition');
-    expect(grown.code, grown.stderr).toBe(0);
+    const grownAgain = await resize(built.hdd, '1G', '--resize_partition');
+    expect(grownAgain.code, grownAgain.stderr).toBe(0);
     await verifyResized(built, 1024 * MiB);
-    await imageSums(built);
   });
 
   it('logical xfs: grows with the extended container; shrinking is refused with nothing changed', async () => {
@@ -46,6 +54,11 @@ describe('resize on ploop', () => {
     const sums = await imageSums(built);
     const refused = await resize(built.hdd, '512M', '--resize_partition');
     expect(refused.code).toBe(8);
+    expect(await imageSums(built)).toEqual(sums);
+    // Without the flag the partition follows on ploop: the same refusal, the same sentence, nothing changed.
+    const refusedPlain = await resize(built.hdd, '512M');
+    expect(refusedPlain.code).toBe(8);
+    expect(refusedPlain.stderr).toBe(refused.stderr);
     expect(await imageSums(built)).toEqual(sums);
   });
 

@@ -12,9 +12,12 @@ export interface HostOp extends Omit<CellSpec, 'points'> {
 const sizeStays = (mib: number) => completed.size(mib);
 
 export function hostOps(format: ImageFormat): HostOp[] {
+  // A ploop resize moves the last partition and resizes its content (docs/resize.md, "ploop: the partition follows"):
+  // swap is re-made natively, so these cells stay without an appliance (ext4 under kills: appliance-cells.ts).
+  const content = format === 'ploop' ? 'swap' : 'ext4';
   const ops: HostOp[] = [
-    { format, operation: 'resize grow', build: (dir) => standard(format, dir), args: (i) => ['resize', '--hdd', i.hdd, '--size', '384M'], after: completed.size(384), before: sizeStays(256) },
-    { format, operation: 'resize shrink', build: (dir) => roomAtEnd(format, dir), args: (i) => ['resize', '--hdd', i.hdd, '--size', '300M'], after: completed.size(300), before: sizeStays(384) },
+    { format, operation: 'resize grow', build: (dir) => standard(format, dir, { content }), args: (i) => ['resize', '--hdd', i.hdd, '--size', '384M'], after: completed.size(384), before: sizeStays(256) },
+    { format, operation: 'resize shrink', build: (dir) => roomAtEnd(format, dir, content), args: (i) => ['resize', '--hdd', i.hdd, '--size', '300M'], after: completed.size(300), before: sizeStays(384) },
     { format, operation: 'convert --plain', build: (dir) => standard(format, dir), args: (i) => ['convert', '--hdd', i.hdd, '--plain'], after: completed.plain, before: completed.expanding },
     { format, operation: 'convert --expanding', build: (dir) => standard(format, dir, { preallocated: true }), args: (i) => ['convert', '--hdd', i.hdd, '--expanding'], after: completed.expanding, before: completed.plain },
   ];

@@ -18,8 +18,8 @@ function sh(cmd: string, args: readonly string[], cwd?: string): void {
   if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
 }
 
-export function standard(format: ImageFormat, dir: string, extra: { preallocated?: boolean; table?: 'gpt' | 'mbr'; seed?: number } = {}): Promise<BuiltImage> {
-  return buildImage({ format, table: extra.table ?? 'gpt', content: 'ext4', dir, name: 'img', sizeMiB: SIZE_MIB, filesMiB: 8, deletedMiB: 8, preallocated: extra.preallocated ?? false, seed: extra.seed ?? 7 });
+export function standard(format: ImageFormat, dir: string, extra: { preallocated?: boolean; table?: 'gpt' | 'mbr'; seed?: number; content?: 'ext4' | 'swap' } = {}): Promise<BuiltImage> {
+  return buildImage({ format, table: extra.table ?? 'gpt', content: extra.content ?? 'ext4', dir, name: 'img', sizeMiB: SIZE_MIB, filesMiB: 8, deletedMiB: 8, preallocated: extra.preallocated ?? false, seed: extra.seed ?? 7 });
 }
 
 /**
@@ -27,8 +27,8 @@ export function standard(format: ImageFormat, dir: string, extra: { preallocated
  * it. qcow2: qemu-img resize; ploop (which qemu-img cannot resize): re-encoded from a grown raw copy, with the
  * factory's own descriptor writer.
  */
-export async function roomAtEnd(format: ImageFormat, dir: string): Promise<BuiltImage> {
-  const image = await standard(format, dir, { table: 'mbr' });
+export async function roomAtEnd(format: ImageFormat, dir: string, content: 'ext4' | 'swap' = 'ext4'): Promise<BuiltImage> {
+  const image = await standard(format, dir, { table: 'mbr', content });
   if (format === 'qcow2') {
     sh('qemu-img', ['resize', '-f', 'qcow2', image.dataFile, '384M']);
     return image;

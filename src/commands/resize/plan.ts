@@ -40,6 +40,8 @@ export interface ResizePlan extends Plan<ResizeStep> {
 
 export interface ResizeOptions {
   resizePartition: boolean;
+  /** ploop: the partition follows the disk without the flag (docs/resize.md), so no refusal may advise dropping it. */
+  impliedByFormat?: boolean;
   /** Measured limits; needed only when the content must shrink (see contentMustShrink). */
   limits?: SizeLimits;
 }
@@ -159,7 +161,7 @@ export function planResize(facts: DiskFacts, targetBytes: number, options: Resiz
   if (!content) {
     const what = `Partition ${last!.number}`;
     if (containerNew < facts.containerBytes) {
-      throw new Refused(`${what} holds content that prl_disk_tool does not recognise, so it cannot be shrunk safely; choose at least ${formatSizeArgument(exactKeepBytes(facts))}, or resize without --resize_partition.`);
+      throw new Refused(`${what} holds content that prl_disk_tool does not recognise, so it cannot be shrunk safely; choose at least ${formatSizeArgument(exactKeepBytes(facts))}${options.impliedByFormat ? '' : ', or resize without --resize_partition'}.`);
     }
     warnings.push(`${what} holds content that prl_disk_tool does not recognise: the partition grows, its content is left as it is.`);
   } else if (content.probe.damaged) {

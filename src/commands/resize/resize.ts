@@ -19,6 +19,9 @@ import { requireFreeSpace } from '../../util/space.js';
 import { debug } from '../../util/log.js';
 import { repairLeaks } from '../../formats/qcow2/qemu-img.js';
 
+/** The plan's account of the ploop rule, so that a dry run says why the partition moves without the flag. */
+const PLOOP_FOLLOWS = 'As ploop resize does, the last partition and its filesystem follow the disk of a ploop image (--resize_partition is implied).';
+
 /** Worst case of the overlay: a grow writes new metadata (about 2 % of the new space), a shrink moves data. */
 export function overlayBudgetBytes(image: Image, plan: ResizePlan): number {
   const grown = Math.max(0, plan.toBytes - plan.fromBytes);
@@ -66,8 +69,12 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     if (!request.dryRun && image.format === 'ploop') image = await loadImage(opened.ref);
     const hostBytesBefore = image.hostBytes;
     const facts = await readDiskFacts(image);
+    // ploop: the last partition and its filesystem always follow the disk, as the original's `ploop resize` did
+    // (docs/resize.md, "ploop: the partition follows").
+    const impliedByFormat = image.format === 'ploop' && !request.resizePartition;
+    const resizePartition = request.resizePartition || impliedByFormat;
     let limits: SizeLimits | undefined;
-    if (request.resizePartition && contentMustShrink(facts, request.sizeBytes)) {
+    if (resizePartition && contentMustShrink(facts, request.sizeBytes)) {
       // The appliance that measures the content is the one that then shrinks it: on the overlay, or read-only
       // on the image for a dry run.
       const needsGuest = facts.content!.fs.measuresInGuest;
@@ -80,11 +87,11 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       limits = sizeLimits(facts, measured);
       if (request.dryRun) await closeGuest(state);
     }
-    const plan = planResize(facts, request.sizeBytes, { resizePartition: request.resizePartition, ...(limits ? { limits } : {}) });
+    const plan = planResize(facts, request.sizeBytes, { resizePartition, impliedByFormat, ...(limits ? { limits } : {}) });
     // Recovery is part of the plan: a dry run shows it, and the plan was made from the state it leaves.
     const pendingCommit = existsSync(commitPathFor(diskFile(image))) ? [`an earlier resize stopped while committing ${commitPathFor(diskFile(image))}; that commit is completed`] : [];
     const recovery = request.dryRun ? [...pendingCommit, ...opened.pendingRecovery].map((finding) => `Complete an interrupted operation first: ${finding}.`) : [];
-    const lines = [...recovery, plan.summary];
+    const lines = [...recovery, ...(impliedByFormat && plan.steps.length > 0 ? [PLOOP_FOLLOWS] : []), plan.summary];
     for (const [index, step] of plan.steps.entries()) {
       lines.push(`  ${index + 1}. ${describeStep(step)}`);
       // ploop: the engine's own steps, so that the dry run shows what will be written into the delta.
