@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { buildImage, verifyImage, type BuiltImage } from '../factory/index.js';
 import { overwriteGuestBytes } from '../factory/mutate.js';
 import { cliPath } from '../helpers/cli.js';
+import { ploopOk } from '../helpers/real-ploop.js';
 
 const MiB = 2 ** 20;
 const env = { ...process.env, LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' };
@@ -175,5 +176,46 @@ describe('Task_DiskImageResizer: resize --info and resize --size', () => {
     const info = await runAsDiskImageResizer(['resize', '--hdd', damaged.hdd, '--info'], dir);
     expect(info.code, info.merged).toBe(0);
     expect(parseInfo(info.merged), info.merged).toEqual({ resizeSupported: false, currentSize: 256, minSize: Math.ceil(json.minimum / MiB) });
+  });
+});
+
+describe('Task_DiskImageResizer: resize --info of an image with snapshots (issue 25)', () => {
+  /** The tool as the dispatcher runs it, but with the channels apart: a success writes nothing on stderr. */
+  function runApart(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [cliPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  const cases: { name: string; format: 'qcow2' | 'ploop'; snapshot: (image: BuiltImage) => Promise<void> }[] = [
+    {
+      name: 'qcow2 with an internal snapshot',
+      format: 'qcow2',
+      snapshot: async (image) => void execFileSync('qemu-img', ['snapshot', '-c', 'before', image.hdd]),
+    },
+    {
+      // The new top delta is empty: the numbers come only from reading through the chain.
+      name: 'ploop with a snapshot delta made by real ploop',
+      format: 'ploop',
+      snapshot: async (image) => void (await ploopOk(['snapshot', join(image.hdd, 'DiskDescriptor.xml')])),
+    },
+  ];
+
+  it.each(cases)('$name: exit 0, resize supported, the current state\'s Size and Minimum, a notice to merge before a shrink', async ({ format, snapshot }) => {
+    const image = await buildImage({ format, table: 'gpt', content: 'ext4', dir, name: `snap-${format}`, sizeMiB: 384, filesMiB: 16, deletedMiB: 8 });
+    const before = jsonInfo(image.hdd);
+    await snapshot(image);
+    const info = await runApart(['resize', '--hdd', image.hdd, '--info']);
+    expect(info.code, info.stderr).toBe(0);
+    expect(info.stderr).toBe('');
+    // With nothing on stderr the merged channel is stdout itself.
+    expect(parseInfo(info.stdout), info.stdout).toEqual({ resizeSupported: true, currentSize: 384, minSize: Math.max(100, Math.ceil(before.minimum / MiB)) });
+    expect(info.stdout.split('\n\n')[0]).toMatch(/snapshot.*current state.*shrink needs the snapshots merged first/);
   });
 });

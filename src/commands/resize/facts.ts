@@ -85,7 +85,13 @@ export async function readAllocation(image: Image): Promise<{ allocated: Range[]
   return { allocated: readPloopAllocation(image.folder), plain: image.descriptor.preallocated === true };
 }
 
-export async function readDiskFacts(image: Image): Promise<DiskFacts> {
+/** qcow2 internal snapshots, or ploop snapshot deltas below the top one. */
+function snapshotCount(image: Image): number {
+  return image.format === 'qcow2' ? image.snapshots.length : image.deltas.length - 1;
+}
+
+/** A resize changes the current state only, which the snapshots would no longer match: they are merged first. */
+export function refuseSnapshots(image: Image): void {
   if (image.format === 'qcow2' && image.snapshots.length > 0) {
     throw new Refused(
       `The image has ${image.snapshots.length} internal snapshot(s), which qemu-img cannot resize around; merge them first (prl_disk_tool merge --hdd ...), then resize.`,
@@ -94,6 +100,22 @@ export async function readDiskFacts(image: Image): Promise<DiskFacts> {
   if (image.format === 'ploop' && image.deltas.length > 1) {
     throw new Refused(`The ploop image has ${image.deltas.length - 1} snapshot delta(s); merge them first, then resize.`);
   }
+}
+
+/**
+ * resize --info's notice for an image with snapshots: its numbers are the current state's (what the guest sees
+ * now). No colon and neither of the dispatcher's "not supported" phrases: its parser reads every line up to the
+ * first empty one (test/e2e/dispatcher.test.ts), and the disk stays "resize supported".
+ */
+export function snapshotNotice(image: Image): string | undefined {
+  const count = snapshotCount(image);
+  if (count === 0) return undefined;
+  const what = image.format === 'qcow2' ? `${count} internal snapshot(s)` : `${count} snapshot delta(s)`;
+  return `The image has ${what}; these sizes are those of its current state, and a shrink needs the snapshots merged first (prl_disk_tool merge).`;
+}
+
+/** Reads the current state: qcow2's active tables, or a ploop chain through every delta (native-read.ts). */
+export async function readDiskFacts(image: Image): Promise<DiskFacts> {
   const disk = diskFile(image);
   const source = imageSource(disk, image.virtualSizeBytes);
   const table = await readTable(source);

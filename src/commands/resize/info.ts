@@ -3,9 +3,13 @@
 import type { Context } from '../context.js';
 import type { ResizeInfoReport } from '../report.js';
 import { openImage } from '../open.js';
-import { assertConsistent, readDiskFacts, type DiskFacts } from './facts.js';
+import { assertConsistent, readDiskFacts, snapshotNotice, type DiskFacts } from './facts.js';
 import { guestDrive } from '../../formats/image.js';
-import { GuestSession } from '../../guest/session.js';
+import { GuestSession, type Drive } from '../../guest/session.js';
+import { qemuDeltaChain } from '../../formats/ploop/qemu-chain.js';
+import { createOverlay, type Overlay } from '../compact/host.js';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { minimumKeepingLayout, minimumResizingLast, roundUpToMiB } from '../../partitions/layout.js';
 import { exactKeepBytes, type SizeLimits } from './plan.js';
 import type { ContainerReader, Measured } from '../../fs/types.js';
@@ -29,6 +33,9 @@ function containerReader(facts: DiskFacts): ContainerReader {
 // IDS_DISK_INFO__RESIZE_WARN_FS_NOTSUPP): the dispatcher looks for "The last partition cannot be resized " in
 // resize --info's output to mark the disk "resize not supported" (Task_DiskImageResizer.cpp, Info::operator()).
 const CANNOT_RESIZE = 'The last partition cannot be resized because';
+
+/** The throwaway overlay over a ploop chain holds nothing: its cluster size only sets its table sizes. */
+const OVERLAY_CLUSTER_BYTES = 64 * 1024;
 
 export const UNSUPPORTED_WARNING = `${CANNOT_RESIZE} it holds no filesystem that prl_disk_tool can shrink; Minimum is the size without resizing the last partition.`;
 
@@ -82,26 +89,35 @@ export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported:
 export async function resizeInfo(hdd: string, context: Context): Promise<ResizeInfoReport> {
   const opened = await openImage(hdd, 'query', context.notice);
   let session: GuestSession | undefined;
+  let overlay: Overlay | undefined;
   try {
     const image = opened.image;
     await assertConsistent(image, 'query', context.notice);
     const facts = await readDiskFacts(image);
     const measured = await measureContent(facts, async () => {
       context.progress.step('Starting the appliance');
-      session = await GuestSession.launch([guestDrive(image, true)], { onNotice: context.notice });
+      // libguestfs takes files only: a ploop chain (QEMU's nested parallels nodes) is read through a throwaway
+      // qcow2 overlay in the temporary folder, which nothing writes to (the appliance opens it read-only).
+      if (image.format === 'ploop' && image.deltas.length > 1) {
+        overlay = await createOverlay(qemuDeltaChain(image.deltas), 'parallels', OVERLAY_CLUSTER_BYTES, join(tmpdir(), basename(image.folder)));
+      }
+      const drive: Drive = overlay ? { path: overlay.path, format: 'qcow2', readonly: true } : guestDrive(image, true);
+      session = await GuestSession.launch([drive], { onNotice: context.notice });
       context.progress.done();
       return session;
     });
     const limits = sizeLimits(facts, measured);
+    const snapshots = snapshotNotice(image);
     return {
       kind: 'resize-info',
       sizeBytes: facts.sizeBytes,
       minimumBytes: limits.minimumBytes,
       minimumKeepLastPartitionBytes: limits.minimumKeepLastPartitionBytes,
-      warnings: limits.warnings,
+      warnings: [...limits.warnings, ...(snapshots ? [snapshots] : [])],
     };
   } finally {
     await session?.close();
+    overlay?.remove();
     opened.lock.release();
   }
 }

@@ -4,7 +4,7 @@ import type { Context } from '../context.js';
 import type { ResizeRequest } from '../request.js';
 import type { ChangeReport } from '../report.js';
 import { openImage } from '../open.js';
-import { assertConsistent, readDiskFacts, diskFile } from './facts.js';
+import { assertConsistent, readDiskFacts, diskFile, refuseSnapshots } from './facts.js';
 import { measureContent, sizeLimits } from './info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan, type SizeLimits } from './plan.js';
 import { checkFreeSpace, commitPathFor, finishInterruptedCommit, staleOverlays } from './overlay.js';
@@ -68,6 +68,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
     await assertConsistent(image, request.dryRun ? 'query' : 'modify', context.notice);
     if (!request.dryRun && image.format === 'ploop') image = await loadImage(opened.ref);
     const hostBytesBefore = image.hostBytes;
+    refuseSnapshots(image);
     const facts = await readDiskFacts(image);
     // ploop: the last partition and its filesystem always follow the disk, as the original's `ploop resize` did
     // (docs/resize.md, "ploop: the partition follows").
