@@ -1,7 +1,7 @@
 // The image session: every command opens its image here, once. Resolve --hdd, lock, validate the whole chain
 // natively (nothing outside the image's folder is opened before that, and nothing unsafe after), refuse an
 // image a VM or a running container holds, and load the facts the command plans from.
-import { accessSync, closeSync, constants, existsSync, lstatSync } from 'node:fs';
+import { accessSync, constants, existsSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { resolveHdd, type ImageRef } from '../formats/resolve.js';
 import { NotSupported, Refused, ToolError } from '../util/errors.js';
@@ -12,10 +12,17 @@ import { validateQcow2Chain } from '../formats/qcow2/chain.js';
 import { refuseLiveOutsideLayers } from '../formats/qcow2/layers.js';
 import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
+import { closePloopImage, openPloopImage, type ChainChange, type PloopImage as PloopHandle } from '../formats/ploop/image.js';
 import { loadImage, type Image } from '../formats/image.js';
-import { FileRefused, openRegularFile } from '../util/safe-file.js';
 
 export type OpenMode = 'query' | 'modify';
+
+export interface OpenOptions {
+  /** What a change does to a ploop chain (default: it writes the top delta); checked under --dry-run too. */
+  ploopChange?: ChainChange;
+  /** A dry run opens every file read-only. */
+  dryRun?: boolean;
+}
 
 export interface OpenedImage {
   ref: ImageRef;
@@ -28,6 +35,8 @@ export interface OpenedImage {
   pendingRecovery: string[];
   /** Locks a file that is about to replace the image by a rename, so the lock keeps covering the image. */
   adopt(path: string): void;
+  /** The facts again, after a change (for ploop: read from the deltas the session holds open). */
+  reload(): Promise<Image>;
 }
 
 /** A change needs to write the image files and their folder (temporary files, renames); refuse early if it cannot. */
@@ -62,25 +71,6 @@ function lockPathFor(ref: ImageRef, mode: OpenMode): string {
   return ref.lockPath;
 }
 
-/** Each delta must be a regular file (no FIFO, device or socket); a file we rewrite must have no other name. */
-function checkDeltaFiles(descriptor: PloopDescriptor, mode: OpenMode): void {
-  for (const [index, link] of descriptor.chain.entries()) {
-    let opened;
-    try {
-      opened = openRegularFile(link.file);
-    } catch (error) {
-      if (error instanceof FileRefused) throw new NotSupported(`The delta "${link.fileText}" of the ploop image "${descriptor.folder}" is refused: ${error.detail}. A delta must be a regular file.`);
-      throw error;
-    }
-    closeSync(opened.fd);
-    if (mode === 'modify' && index === 0 && opened.stats.nlink > 1) {
-      throw new Refused(
-        `The delta "${link.file}" has ${opened.stats.nlink} names (hard links); changing it would change the other names' file too. Make it a file of its own (copy it with cp --sparse=always) and try again. Nothing was changed.`,
-      );
-    }
-  }
-}
-
 /** A running container's deltas are the kernel's (or a process's): never change or "recover" them under it. */
 function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void): void {
   const deltas = descriptor.chain.map((link) => link.file);
@@ -109,7 +99,11 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
   }
 }
 
-async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<void> {
+/**
+ * Validates the chain and, for ploop, opens every delta once (its identity recorded, each layer a file of its own):
+ * the handle everything below reads and writes through.
+ */
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void, options: OpenOptions): Promise<PloopHandle | undefined> {
   if (ref.format === 'qcow2') {
     const layers = validateQcow2Chain(ref.path);
     const top = layers[0]!;
@@ -118,23 +112,34 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
     }
     await refuseLiveOutsideLayers(layers, hdd);
     await probeQemuLock(ref.path, mode, hdd, notice);
-    return;
+    return undefined;
   }
   const descriptor = readDescriptor(ref.folder);
-  checkDeltaFiles(descriptor, mode);
-  checkPloopHolders(descriptor, mode, hdd, notice);
+  const change = mode === 'query' ? 'none' : (options.ploopChange ?? 'top');
+  const handle = openPloopImage(descriptor, { change, write: change !== 'none' && options.dryRun !== true });
+  try {
+    checkPloopHolders(descriptor, mode, hdd, notice);
+  } catch (error) {
+    closePloopImage(handle);
+    throw error;
+  }
+  return handle;
 }
 
 /**
  * Shared lock for queries (works on a read-only file), exclusive for changes (also under --dry-run, whose checks
  * must not race a change). Validation runs under the lock, so what was validated is what the command changes.
  */
-export async function openImage(hdd: string, mode: OpenMode, notice: (message: string) => void = () => {}): Promise<OpenedImage> {
+export async function openImage(hdd: string, mode: OpenMode, notice: (message: string) => void = () => {}, options: OpenOptions = {}): Promise<OpenedImage> {
   const ref = resolveHdd(hdd);
   if (ref.format === 'ploop') refuseSymlinkedDescriptor(ref);
   if (mode === 'modify') requireWritable(ref.format === 'qcow2' ? [ref.path, dirname(ref.path)] : [ref.folder, ref.descriptorPath], hdd);
   const locks: HeldLock[] = [acquireLock(lockPathFor(ref, mode), mode === 'query' ? 'shared' : 'exclusive', hdd, ref.format === 'ploop')];
+  let handle: PloopHandle | undefined;
+  // The deltas are closed before the lock goes: nobody else may change them while we hold them.
   const releaseAll = (): void => {
+    if (handle !== undefined) closePloopImage(handle);
+    handle = undefined;
     for (const lock of locks.splice(0)) lock.release();
   };
   const unregister = onExit(releaseAll);
@@ -146,14 +151,15 @@ export async function openImage(hdd: string, mode: OpenMode, notice: (message: s
     },
   };
   try {
-    await validate(ref, mode, hdd, notice);
-    const image = await loadImage(ref);
+    handle = await validate(ref, mode, hdd, notice, options);
+    const image = await loadImage(ref, handle);
     return {
       ref, hdd, lock, image,
       pendingRecovery: image.format === 'ploop' ? image.pendingRecovery : [],
       adopt(path: string) {
         locks.push(acquireLock(path, 'exclusive', hdd));
       },
+      reload: () => loadImage(ref, handle),
     };
   } catch (error) {
     lock.release();

@@ -3,7 +3,8 @@ import { hostAllocatedBytes } from '../util/space.js';
 import type { ImageRef } from './resolve.js';
 import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
 import type { PloopDescriptor } from './ploop/descriptor.js';
-import { closePloopImage, openPloopImage } from './ploop/image.js';
+import type { PloopImage as PloopHandle } from './ploop/image.js';
+import { hostBytesOf } from './ploop/delta.js';
 import type { Drive } from '../guest/session.js';
 
 interface Common {
@@ -26,13 +27,15 @@ export interface PloopImage extends Common {
   descriptor: PloopDescriptor;
   /** Delta files, top first. */
   deltas: string[];
+  /** The deltas as the session opened them (once, identity recorded): every read and write goes through it. */
+  handle: PloopHandle;
   /** What an interrupted operation left that a change completes first, one sentence each (ploop/image.ts). */
   pendingRecovery: string[];
 }
 
 export type Image = Qcow2Image | PloopImage;
 
-export async function loadImage(ref: ImageRef): Promise<Image> {
+export async function loadImage(ref: ImageRef, handle?: PloopHandle): Promise<Image> {
   if (ref.format === 'qcow2') {
     const chain = await infoChain(ref.path, 'qcow2', true);
     const top = chain[0]!;
@@ -48,21 +51,17 @@ export async function loadImage(ref: ImageRef): Promise<Image> {
   // One read of the descriptor and the deltas' headers. The top delta holds the data, and every operation of ours
   // changes it before the descriptor: where the two disagree, the delta's size is the one the recovery completes
   // to, so it is the size every plan starts from.
-  const ploop = openPloopImage(ref.folder);
-  try {
-    const deltas = ploop.descriptor.chain.map((link) => link.file);
-    return {
-      format: 'ploop',
-      folder: ref.folder,
-      descriptor: ploop.descriptor,
-      deltas,
-      virtualSizeBytes: ploop.sizeBytes,
-      hostBytes: deltas.reduce((sum, file) => sum + hostAllocatedBytes(file), 0),
-      pendingRecovery: ploop.pendingRecovery,
-    };
-  } finally {
-    closePloopImage(ploop);
-  }
+  if (handle === undefined) throw new Error('internal: a ploop image is loaded from the deltas the session opened');
+  return {
+    format: 'ploop',
+    folder: ref.folder,
+    descriptor: handle.descriptor,
+    deltas: handle.deltas.map((delta) => delta.path),
+    handle,
+    virtualSizeBytes: handle.sizeBytes,
+    hostBytes: handle.deltas.reduce((sum, delta) => sum + hostBytesOf(delta), 0),
+    pendingRecovery: handle.pendingRecovery,
+  };
 }
 
 /** The drive the appliance sees for this image: always with its format named. */

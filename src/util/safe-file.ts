@@ -26,21 +26,22 @@ function describeKind(stats: Stats): string {
  * all (opening some devices has effects: a watchdog arms itself). The open itself uses O_NONBLOCK (a FIFO swapped
  * in meanwhile opens at once instead of waiting for a writer) and O_NOFOLLOW (a symlink swapped in fails), and
  * fstat then checks that the opened file is the one lstat saw. Returns the fd and its stats; the caller closes it.
+ * `write` opens it read-write: only for a file the operation will change.
  */
-export function openRegularFile(path: string): { fd: number; stats: Stats } {
+export function openRegularFile(path: string, options: { write?: boolean } = {}): { fd: number; stats: Stats } {
   let seen: Stats;
   let fd: number;
   try {
     seen = lstatSync(path);
     if (seen.isSymbolicLink()) throw new FileRefused('symlink', path, 'it is a symbolic link');
     if (!seen.isFile()) throw new FileRefused('not-regular', path, `it is ${describeKind(seen)}`);
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
+    fd = openSync(path, (options.write === true ? constants.O_RDWR : constants.O_RDONLY) | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
   } catch (error) {
     if (error instanceof FileRefused) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') throw new FileRefused('missing', path, 'it does not exist');
     if (code === 'ELOOP') throw new FileRefused('symlink', path, 'it is a symbolic link');
-    if (code === 'EACCES' || code === 'EPERM') throw new FileRefused('permission', path, 'permission denied');
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw new FileRefused('permission', path, code === 'EROFS' ? 'it is on a read-only filesystem' : 'permission denied');
     throw new FileRefused('other', path, (error as Error).message);
   }
   const stats = fstatSync(fd);
@@ -49,6 +50,23 @@ export function openRegularFile(path: string): { fd: number; stats: Stats } {
     throw new FileRefused('not-regular', path, 'it changed while it was being opened');
   }
   return { fd, stats };
+}
+
+/** A file's identity as a comparable string: two names with the same one are the same file. */
+export function identityOf(stats: Pick<Stats, 'dev' | 'ino'>): string {
+  return `${stats.dev}:${stats.ino}`;
+}
+
+/**
+ * Right before a rename or unlink of `path`: the name must still be the file that was validated (lstat, so a
+ * symlink swapped in is caught too). Returns false when the name is gone or now names another file.
+ */
+export function stillNames(path: string, identity: string): boolean {
+  try {
+    return identityOf(lstatSync(path)) === identity;
+  } catch {
+    return false;
+  }
 }
 
 /** Stats and the first `length` bytes of a regular file opened as openRegularFile() does. */

@@ -16,6 +16,7 @@ import { readDiskFacts } from '../../src/commands/resize/facts.js';
 import { executeResize } from '../../src/commands/resize/execute.js';
 import type { ResizePlan } from '../../src/commands/resize/plan.js';
 import { loadImage } from '../../src/formats/image.js';
+import { closePloopImage, openPloopImage } from '../../src/formats/ploop/image.js';
 
 const { fresh } = caseFolders('prl-resize-minimum-');
 const KiB = 1024;
@@ -163,12 +164,14 @@ describe('the last guard before the cut', () => {
       { format: 'ploop', folder, descriptorPath: join(folder, 'DiskDescriptor.xml'), lockPath: join(folder, 'DiskDescriptor.xml.lck') },
     ] as const;
     for (const ref of refs) {
-      const facts = await readDiskFacts(await loadImage(ref));
+      const handle = ref.format === 'ploop' ? openPloopImage(ref.folder, { write: true }) : undefined;
+      const facts = await readDiskFacts(await loadImage(ref, handle));
       const before = sums(ref.format === 'qcow2' ? dir : folder);
       // What a planner bug would produce: a bare shrink below the data.
       const plan: ResizePlan = { summary: '', steps: [{ kind: 'shrink-image', fromBytes: 64 * MiB, toBytes: 32 * MiB }], fromBytes: 64 * MiB, toBytes: 32 * MiB, advice: [], warnings: [], usesOverlay: false };
       await expect(executeResize(plan, facts, {}, context)).rejects.toThrow(/holds data up to 41 MiB .*the image was not shrunk\. The smallest safe size is 41M\./);
       expect(sums(ref.format === 'qcow2' ? dir : folder)).toEqual(before);
+      if (handle) closePloopImage(handle);
     }
   });
 });

@@ -11,6 +11,7 @@ import { cli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
 import { TOP_GUID, chainDescriptorXml, descriptorXml } from '../helpers/ploop.js';
 import { commitOverlayIntoPloop } from '../../src/commands/resize/ploop.js';
+import { closePloopImage, openPloopImage } from '../../src/formats/ploop/image.js';
 import { commitChainInto } from '../../src/formats/qcow2/changes.js';
 import { clearUnderZeroClusters } from '../../src/formats/qcow2/zero-clusters.js';
 
@@ -202,7 +203,12 @@ describe('copies never allocate an all-zero cluster', () => {
       io('qcow2', overlay, 'write -P 0 0 2M', 'write -P 0 8M 2M', 'write -P 0x33 12M 1M');
       const after = exportRaw('qcow2', overlay, join(dir, 'after.raw'));
       const progress = { step: () => undefined, update: () => undefined, done: () => undefined };
-      await commitOverlayIntoPloop(overlay, dir, progress, () => undefined);
+      const image = openPloopImage(dir, { write: true });
+      try {
+        await commitOverlayIntoPloop(overlay, image, progress, () => undefined);
+      } finally {
+        closePloopImage(image);
+      }
       expect(sameAs('parallels', delta, after)).toBe(true);
       expect(dataBytes('parallels', delta)).toBe(preallocated ? 16 * MiB : 3 * MiB);
       img('check', '-f', 'parallels', delta);

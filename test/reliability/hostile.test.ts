@@ -397,6 +397,49 @@ const CASES: Case[] = [
     ops: ['grow', 'merge', 'compact -n'],
     codes: [7, 8],
   },
+  // a layer named twice (issue 23): merge folded the file into itself and deleted the only delta
+  { name: 'ploop: the same File twice', build: (d) => withDeltas(d, ['root.hds', 'root.hds']), ops: EVERY, codes: [4] },
+  { name: 'ploop: "./root.hds" above "root.hds"', build: (d) => withDeltas(d, ['./root.hds', 'root.hds']), ops: EVERY, codes: [4] },
+  {
+    name: 'ploop: top delta is an in-folder symlink to the base',
+    build: (d) => {
+      withDeltas(d, ['root.hds']);
+      symlinkSync('root.hds', join(d.vm, 'root.hds.top'));
+      return ploop(d, ['root.hds.top', 'root.hds']);
+    },
+    ops: EVERY,
+    codes: [4, 7],
+  },
+  {
+    name: 'ploop: top delta is a hard link of the base',
+    build: (d) => {
+      withDeltas(d, ['root.hds']);
+      linkSync(join(d.vm, 'root.hds'), join(d.vm, 'root.hds.top'));
+      return ploop(d, ['root.hds.top', 'root.hds']);
+    },
+    ops: EVERY,
+    codes: [4],
+  },
+  {
+    name: 'ploop: a middle layer is a hard link of the base',
+    build: (d) => {
+      withDeltas(d, ['top.hds', 'root.hds']);
+      linkSync(join(d.vm, 'root.hds'), join(d.vm, 'mid.hds'));
+      return ploop(d, ['top.hds', 'mid.hds', 'root.hds']);
+    },
+    ops: EVERY,
+    codes: [4],
+  },
+  {
+    name: 'links: the base that merge writes is hard-linked from outside',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds.top', 'root.hds']);
+      linkSync(join(d.vm, 'root.hds'), join(d.out, 'other-container.hds'));
+      return hdd;
+    },
+    ops: ['merge', 'merge -n'],
+    codes: [8],
+  },
   { name: 'ploop: Type Plain', build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace('<Type>Compressed</Type>', '<Type>Plain</Type>')), ops: ['grow', 'info', 'expanding'], codes: [7] },
   // links
   {

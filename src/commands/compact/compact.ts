@@ -3,12 +3,12 @@
 import type { ChangeFacts, ChangeReport } from '../report.js';
 import type { Context } from '../context.js';
 import { openImage } from '../open.js';
-import type { Qcow2Image } from '../../formats/image.js';
-import { closePloopImage } from '../../formats/ploop/image.js';
+import type { PloopImage, Qcow2Image } from '../../formats/image.js';
+import { hostBytesOf } from '../../formats/ploop/delta.js';
 import { formatBytes } from '../../util/units.js';
 import { describeTrimStep, type TrimStep } from './trim.js';
 import { compactQcow2, estimateQcow2 } from './qcow2.js';
-import { describePloopSteps, estimatePloop, planChanges, openForCompact, runPloopCompact } from './ploop.js';
+import { describePloopSteps, estimatePloop, planChanges, recoveredForCompact, runPloopCompact } from './ploop.js';
 import { capitalize } from './info.js';
 import { hostAllocatedBytes } from '../../util/space.js';
 import { findStaleTemporaries, removeIfExists } from '../../util/atomic.js';
@@ -60,30 +60,27 @@ async function runQcow2(image: Qcow2Image, dryRun: boolean, context: Context): P
   };
 }
 
-async function runPloop(folder: string, dryRun: boolean, context: Context): Promise<Outcome> {
+async function runPloop(opened: PloopImage, dryRun: boolean, context: Context): Promise<Outcome> {
   const notes: string[] = [];
-  const image = openForCompact(folder, !dryRun, notes);
-  try {
-    const top = image.deltas[0]!.path;
-    const before = hostAllocatedBytes(top);
-    const estimate = await estimatePloop(image, context);
-    const plan = [
-      `Compact the ploop image "${folder}" in place: drop ${estimate.plan.releasedClusters} free cluster(s) from the top delta and shorten it.`,
-      ...estimate.session.steps.map((s, i) => `  ${i + 1}. ${describeTrimStep(s)} (in a throwaway overlay, to find the free clusters)`),
-      ...describePloopSteps(estimate.plan).map((s, i) => `  ${estimate.session.steps.length + i + 1}. ${s}`),
-    ];
-    const warnings = estimate.session.skipped.map(capitalize);
-    if (!dryRun && planChanges(estimate.plan)) runPloopCompact(image, estimate.plan, context);
-    const after = dryRun ? before - estimate.reclaimableBytes : hostAllocatedBytes(top);
-    return { plan, hostBytesBefore: before, hostBytesAfter: after, freedBytes: Math.max(0, before - after), heldByLowerLayersBytes: estimate.heldByLowerLayersBytes, warnings, notes };
-  } finally {
-    closePloopImage(image);
-  }
+  const folder = opened.folder;
+  const image = recoveredForCompact(opened.handle, !dryRun, notes);
+  const top = image.deltas[0]!;
+  const before = hostBytesOf(top);
+  const estimate = await estimatePloop(image, context);
+  const plan = [
+    `Compact the ploop image "${folder}" in place: drop ${estimate.plan.releasedClusters} free cluster(s) from the top delta and shorten it.`,
+    ...estimate.session.steps.map((s, i) => `  ${i + 1}. ${describeTrimStep(s)} (in a throwaway overlay, to find the free clusters)`),
+    ...describePloopSteps(estimate.plan).map((s, i) => `  ${estimate.session.steps.length + i + 1}. ${s}`),
+  ];
+  const warnings = estimate.session.skipped.map(capitalize);
+  if (!dryRun && planChanges(estimate.plan)) runPloopCompact(image, estimate.plan, context);
+  const after = dryRun ? before - estimate.reclaimableBytes : hostBytesOf(top);
+  return { plan, hostBytesBefore: before, hostBytesAfter: after, freedBytes: Math.max(0, before - after), heldByLowerLayersBytes: estimate.heldByLowerLayersBytes, warnings, notes };
 }
 
 export async function compact(hdd: string, dryRun: boolean, context: Context): Promise<ChangeReport> {
   // --dry-run takes the same exclusive lock: the estimate must not race a change.
-  const opened = await openImage(hdd, 'modify', context.notice);
+  const opened = await openImage(hdd, 'modify', context.notice, { dryRun });
   try {
     const image = opened.image;
     if (!dryRun) {
@@ -91,7 +88,7 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
       const dataFile = image.format === 'qcow2' ? image.path : image.deltas[0]!;
       for (const stale of findStaleTemporaries(dataFile, 'compact-overlay')) removeIfExists(stale);
     }
-    const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image.folder, dryRun, context);
+    const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image, dryRun, context);
     const unchanged = outcome.freedBytes === 0;
     const verb = dryRun ? 'would free' : 'freed';
     const messages = [

@@ -2,9 +2,8 @@
 import type { CompactInfoReport } from '../report.js';
 import type { Context } from '../context.js';
 import { openImage } from '../open.js';
-import { closePloopImage } from '../../formats/ploop/image.js';
 import { estimateQcow2 } from './qcow2.js';
-import { estimatePloop, openForCompact } from './ploop.js';
+import { estimatePloop, recoveredForCompact } from './ploop.js';
 import type { BlockEstimate } from './discover.js';
 
 function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
@@ -23,18 +22,10 @@ function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
 export async function compactInfo(hdd: string, context: Context): Promise<CompactInfoReport> {
   const opened = await openImage(hdd, 'query', context.notice);
   try {
-    if (opened.ref.format === 'qcow2') {
-      const image = opened.image;
-      if (image.format !== 'qcow2') throw new Error('internal: a qcow2 reference loaded as ploop');
-      return toReport(await estimateQcow2(image, context), []);
-    }
+    const image = opened.image;
+    if (image.format === 'qcow2') return toReport(await estimateQcow2(image, context), []);
     const notes: string[] = [];
-    const image = openForCompact(opened.ref.folder, false, notes);
-    try {
-      return toReport(await estimatePloop(image, context), notes);
-    } finally {
-      closePloopImage(image);
-    }
+    return toReport(await estimatePloop(recoveredForCompact(image.handle, false, notes), context), notes);
   } finally {
     opened.lock.release();
   }

@@ -1,7 +1,7 @@
 // compact and its estimate for ploop: the free clusters found in an overlay, then the ploop engine drops
 // them from the BAT, moves tail clusters into the holes and truncates the delta (QEMU's parallels driver
 // ignores discard, so this is ours to do).
-import { openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
 import { qemuDeltaChain } from '../../formats/ploop/qemu-chain.js';
 import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompact, type CompactPlan } from '../../formats/ploop/compact.js';
 import { MiB } from '../../util/units.js';
@@ -17,9 +17,8 @@ export interface PloopEstimate extends BlockEstimate {
   plan: CompactPlan;
 }
 
-/** Opens the image (writable for compact), finishing first what an interrupted operation left behind. */
-export function openForCompact(folder: string, write: boolean, notes: string[]): PloopImage {
-  const image = openPloopImage(folder, { write });
+/** The session's image, after finishing what an interrupted operation left behind (when it may be written). */
+export function recoveredForCompact(image: PloopImage, write: boolean, notes: string[]): PloopImage {
   if (image.pendingRecovery.length > 0) {
     if (write) notes.push(`Completed an interrupted operation: ${recoverPloopImage(image).join('; ')}.`);
     else notes.push(`The image was left by an interrupted operation (${image.pendingRecovery.join('; ')}); the next compact completes it first.`);
@@ -45,7 +44,7 @@ export async function estimatePloop(image: PloopImage, context: Context): Promis
     totalBlocks: counts.totalBlocks,
     allocatedBlocks: counts.allocatedBlocks,
     usedBlocks: counts.allocatedBlocks - plan.releasedClusters,
-    reclaimableBytes: hostBytesFreed(plan, clusterBytes, top.fileSizeBytes, await hostDataRanges(top.path)),
+    reclaimableBytes: hostBytesFreed(plan, clusterBytes, top.fileSizeBytes, await hostDataRanges(top)),
     heldByLowerLayersBytes: (plan.notReclaimable + onlyBelow) * clusterBytes,
     plan,
     session: { layout: session.layout, steps: session.steps, skipped: session.skipped },

@@ -12,7 +12,7 @@ import { convertPloop } from './ploop.js';
 import { hostAllocatedBytes } from '../../util/space.js';
 
 export async function runConvert(request: ConvertRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify', context.notice);
+  const opened = await openImage(request.hdd, 'modify', context.notice, { dryRun: request.dryRun });
   const cleanups = new Map<string, () => void>();
   try {
     if (opened.ref.format === 'ploop') return await convertPloop(opened, request, context);

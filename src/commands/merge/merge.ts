@@ -108,7 +108,7 @@ async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context:
 
 /** Opens the image once; the format and --external pick the branch, which works on the opened session. */
 export async function runMerge(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify', context.notice);
+  const opened = await openImage(request.hdd, 'modify', context.notice, { ploopChange: 'merge', dryRun: request.dryRun });
   try {
     if (opened.image.format === 'ploop') return await mergePloop(opened, request, context);
     if (request.external) return await mergeExternal(opened, request, context);

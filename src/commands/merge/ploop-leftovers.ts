@@ -7,6 +7,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { PloopImage } from '../../formats/ploop/image.js';
+import type { Delta } from '../../formats/ploop/delta.js';
+import { stillNames } from '../../util/safe-file.js';
 import { serializeDescriptor } from '../../formats/ploop/descriptor.js';
 import { SIGNATURE_V1, SIGNATURE_V2 } from '../../formats/ploop/header.js';
 import { fsyncDirectoryOf, removeIfExists } from '../../util/atomic.js';
@@ -40,6 +42,20 @@ export function findPloopLeftovers(image: PloopImage, notice: (message: string) 
   const chain = new Set(image.deltas.map((delta) => delta.path));
   const paths = found.paths.filter((path) => !chain.has(path) && !descriptor.includes(basename(path)) && isPloopDelta(path));
   return { notes: found.notes, paths };
+}
+
+/**
+ * Removes the deltas a merge folded, each only while its name still holds the delta that was folded (lstat right
+ * before the unlink: a name swapped meanwhile, say for a link to another container's delta, is left alone).
+ * Returns the names left in place. The folder's fsync comes with removePloopLeftovers().
+ */
+export function removeMergedDeltas(merged: readonly Pick<Delta, 'path' | 'identity'>[]): string[] {
+  const kept: string[] = [];
+  for (const delta of merged) {
+    if (stillNames(delta.path, delta.identity)) removeIfExists(delta.path);
+    else kept.push(delta.path);
+  }
+  return kept;
 }
 
 /** Removes the leftovers and then the notes, each step made durable by a fsync of the folder. */

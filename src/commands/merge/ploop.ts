@@ -7,12 +7,13 @@ import type { MergeRequest } from '../request.js';
 import type { OpenedImage } from '../open.js';
 import { writeDescriptor } from '../../formats/ploop/descriptor.js';
 import { refuseBranches, setSingleImage } from './ploop-descriptor.js';
-import { findPloopLeftovers, removePloopLeftovers } from './ploop-leftovers.js';
+import { findPloopLeftovers, removeMergedDeltas, removePloopLeftovers } from './ploop-leftovers.js';
 import { newLeftoversNote, writeLeftoversNote } from './leftovers.js';
 import { formatBytes } from '../../util/units.js';
-import { closePloopImage, openPloopImage, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { hostBytesOf } from '../../formats/ploop/delta.js';
 import { foldIntoBase, releaseZeroed, surveyPloopMerge, type PloopMergeFacts } from '../../formats/ploop/fold.js';
-import { hostAllocatedBytes, requireFreeSpace } from '../../util/space.js';
+import { requireFreeSpace } from '../../util/space.js';
 
 function describeMerge(image: PloopImage, facts: PloopMergeFacts): string[] {
   const base = image.deltas[image.deltas.length - 1]!;
@@ -27,66 +28,54 @@ function describeMerge(image: PloopImage, facts: PloopMergeFacts): string[] {
 }
 
 export async function mergePloop(opened: OpenedImage, request: MergeRequest, context: Context): Promise<ChangeReport> {
-  if (opened.ref.format !== 'ploop') throw new Error('internal: mergePloop on a qcow2 image');
-  const folder = opened.ref.folder;
-  let image = openPloopImage(folder, { write: !request.dryRun });
-  let closed = false;
-  const close = (): void => {
-    if (!closed) closePloopImage(image);
-    closed = true;
-  };
-  try {
-    const sizeBytes = image.sizeBytes;
-    const hostBytesBefore = image.deltas.reduce((sum, delta) => sum + hostAllocatedBytes(delta.path), 0);
-    const common = { path: folder, deltas: image.deltas.map((delta) => delta.path), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
-    const leftovers = findPloopLeftovers(image, context.notice);
-    if (image.deltas.length === 1 && leftovers.paths.length + leftovers.notes.length > 0) {
-      const message =
-        leftovers.paths.length > 0
-          ? `${folder} has no snapshot deltas; remove the ${leftovers.paths.length} merged delta(s) an interrupted merge left (${leftovers.paths.join(', ')}) and its note.`
-          : `${folder} has no snapshot deltas; remove the note(s) an interrupted merge left (${leftovers.notes.join(', ')}).`;
-      if (!request.dryRun) removePloopLeftovers(leftovers, image.deltas[0]!.path);
-      return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: false, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
-    }
-    if (image.deltas.length === 1) {
-      const message = `${folder} has no snapshot deltas; nothing to merge.`;
-      return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: true, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
-    }
-    const facts = surveyPloopMerge(image);
-    refuseBranches(image.descriptor);
-    const plan = [...image.pendingRecovery.map((finding) => `Complete an interrupted operation first: ${finding}.`), ...describeMerge(image, facts)];
-    const base = image.deltas[image.deltas.length - 1]!;
-    requireFreeSpace(base.path, facts.appendedClusters * facts.clusterBytes, 'folding the snapshot deltas into the base');
-    if (request.dryRun) {
-      return { kind: 'change', operation: 'merge', dryRun: true, unchanged: false, plan, messages: [], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
-    }
-    if (image.pendingRecovery.length > 0) {
-      recoverPloopImage(image);
-      close();
-      image = openPloopImage(folder, { write: true });
-      closed = false;
-    }
-    const overlays = image.deltas.slice(0, -1).map((delta) => delta.path);
-    context.progress.step('Folding the snapshot deltas into the base');
-    const zeroed = await foldIntoBase(image, facts, (fraction) => context.progress.update(fraction));
-    context.progress.done();
-    // Noted first: a power cut after the commit may bring an unlinked delta back, and the note lets the next run
-    // prove it is a leftover of ours (ploop-leftovers.ts).
-    const note = newLeftoversNote(base.path);
-    writeLeftoversNote(note, base.path, base.path, overlays);
-    setSingleImage(image.descriptor);
-    writeDescriptor(image.descriptor);
-    close();
-    removePloopLeftovers({ paths: [...overlays, ...leftovers.paths], notes: [...leftovers.notes, note] }, base.path);
-    releaseZeroed(folder, zeroed);
-    const hostBytesAfter = hostAllocatedBytes(base.path);
-    return {
-      kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan,
-      messages: [`Merged ${overlays.length} snapshot delta(s) of ${folder} into ${base.path}, now its only image; ${formatBytes(Math.max(0, hostBytesBefore - hostBytesAfter))} of host space was freed.`],
-      facts: { ...common, hostBytesAfter, freedBytes: Math.max(0, hostBytesBefore - hostBytesAfter) },
-      warnings: [],
-    };
-  } finally {
-    close();
+  if (opened.image.format !== 'ploop') throw new Error('internal: mergePloop on a qcow2 image');
+  const folder = opened.image.folder;
+  // The session opened every delta once, each a file of its own, no two the same: the base and the top writable.
+  const image = opened.image.handle;
+  const sizeBytes = image.sizeBytes;
+  const hostBytesBefore = image.deltas.reduce((sum, delta) => sum + hostBytesOf(delta), 0);
+  const common = { path: folder, deltas: image.deltas.map((delta) => delta.path), sizeBeforeBytes: sizeBytes, sizeAfterBytes: sizeBytes, hostBytesBefore };
+  const leftovers = findPloopLeftovers(image, context.notice);
+  if (image.deltas.length === 1 && leftovers.paths.length + leftovers.notes.length > 0) {
+    const message =
+      leftovers.paths.length > 0
+        ? `${folder} has no snapshot deltas; remove the ${leftovers.paths.length} merged delta(s) an interrupted merge left (${leftovers.paths.join(', ')}) and its note.`
+        : `${folder} has no snapshot deltas; remove the note(s) an interrupted merge left (${leftovers.notes.join(', ')}).`;
+    if (!request.dryRun) removePloopLeftovers(leftovers, image.deltas[0]!.path);
+    return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: false, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
   }
+  if (image.deltas.length === 1) {
+    const message = `${folder} has no snapshot deltas; nothing to merge.`;
+    return { kind: 'change', operation: 'merge', dryRun: request.dryRun, unchanged: true, plan: [message], messages: [message], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
+  }
+  const facts = surveyPloopMerge(image);
+  refuseBranches(image.descriptor);
+  const plan = [...image.pendingRecovery.map((finding) => `Complete an interrupted operation first: ${finding}.`), ...describeMerge(image, facts)];
+  const base = image.deltas[image.deltas.length - 1]!;
+  requireFreeSpace(base.path, facts.appendedClusters * facts.clusterBytes, 'folding the snapshot deltas into the base');
+  if (request.dryRun) {
+    return { kind: 'change', operation: 'merge', dryRun: true, unchanged: false, plan, messages: [], facts: { ...common, hostBytesAfter: hostBytesBefore }, warnings: [] };
+  }
+  if (image.pendingRecovery.length > 0) recoverPloopImage(image);
+  const merged = image.deltas.slice(0, -1);
+  const overlays = merged.map((delta) => delta.path);
+  context.progress.step('Folding the snapshot deltas into the base');
+  const zeroed = await foldIntoBase(image, facts, (fraction) => context.progress.update(fraction));
+  context.progress.done();
+  // Noted first: a power cut after the commit may bring an unlinked delta back, and the note lets the next run
+  // prove it is a leftover of ours (ploop-leftovers.ts).
+  const note = newLeftoversNote(base.path);
+  writeLeftoversNote(note, base.path, base.path, overlays);
+  setSingleImage(image.descriptor);
+  writeDescriptor(image.descriptor);
+  const kept = removeMergedDeltas(merged);
+  removePloopLeftovers({ paths: leftovers.paths, notes: [...leftovers.notes, note] }, base.path);
+  releaseZeroed(image, zeroed);
+  const hostBytesAfter = hostBytesOf(base);
+  return {
+    kind: 'change', operation: 'merge', dryRun: false, unchanged: false, plan,
+    messages: [`Merged ${overlays.length} snapshot delta(s) of ${folder} into ${base.path}, now its only image; ${formatBytes(Math.max(0, hostBytesBefore - hostBytesAfter))} of host space was freed.`],
+    facts: { ...common, hostBytesAfter, freedBytes: Math.max(0, hostBytesBefore - hostBytesAfter) },
+    warnings: kept.map((path) => `Left "${path}" in place: that name no longer holds the merged delta (something replaced it during the merge), so it was not removed.`),
+  };
 }

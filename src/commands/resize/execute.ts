@@ -13,7 +13,7 @@ import { qemuImg } from '../../formats/qcow2/qemu-img.js';
 import { type DiskFile, imageSource, writeSectors } from '../../partitions/io.js';
 import { readTable } from '../../partitions/table.js';
 import { PROBE_BYTES, identify } from '../../fs/registry.js';
-import { closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from '../../formats/ploop/image.js';
+import { layoutOf, recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
 import { releaseBeyond } from '../../formats/ploop/compact.js';
 import { executeResize as executePloopResize, planResize as planPloopResize } from '../../formats/ploop/resize.js';
 import { filesystemFor } from '../../fs/registry.js';
@@ -44,26 +44,21 @@ export async function rollbackGrow(facts: DiskFacts, state: ResizeState, context
 }
 
 /** ploop: the native engine grows or shrinks the top delta and then the descriptor (crash-safe ordering there). */
-function resizePloop(folder: string, toBytes: number, preallocate: boolean, context: Context): void {
-  const image = openPloopImage(folder, { write: true });
-  try {
-    if (image.pendingRecovery.length > 0) {
-      context.notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
-      recoverPloopImage(image);
-    }
-    const lower = image.deltas.slice(1).map((_, index) => layoutOf(image, index + 1));
-    if (toBytes < image.sizeBytes) releaseBeyond(image, lower, toBytes);
-    const plan = planPloopResize(layoutOf(image, 0), lower, toBytes, { preallocated: preallocate });
-    executePloopResize(image, plan, { progress: (done, total) => total > 0 && context.progress.update(done / total) });
-  } finally {
-    closePloopImage(image);
+function resizePloop(image: PloopImage, toBytes: number, preallocate: boolean, context: Context): void {
+  if (image.pendingRecovery.length > 0) {
+    context.notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
+    recoverPloopImage(image);
   }
+  const lower = image.deltas.slice(1).map((_, index) => layoutOf(image, index + 1));
+  if (toBytes < image.sizeBytes) releaseBeyond(image, lower, toBytes);
+  const plan = planPloopResize(layoutOf(image, 0), lower, toBytes, { preallocated: preallocate });
+  executePloopResize(image, plan, { progress: (done, total) => total > 0 && context.progress.update(done / total) });
 }
 
 async function resizeImage(facts: DiskFacts, toBytes: number, mode: 'grow' | 'shrink', preallocate: boolean, context: Context): Promise<void> {
   if (facts.image.format === 'ploop') {
     context.progress.step(mode === 'grow' ? 'Growing the image' : 'Shrinking the image');
-    resizePloop(facts.image.folder, toBytes, preallocate, context);
+    resizePloop(facts.image.handle, toBytes, preallocate, context);
     context.progress.done();
     return;
   }
@@ -110,7 +105,7 @@ export async function launchGuest(state: ResizeState, drive: DiskFile, readonly:
 export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context): Committer {
   const image = facts.image;
   if (image.format === 'qcow2') return qemuCommitInto(image.path);
-  return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.folder, progress, context.notice);
+  return (overlayPath, progress) => commitOverlayIntoPloop(overlayPath, image.handle, progress, context.notice);
 }
 
 /** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize/overlay.ts). */
@@ -146,7 +141,7 @@ export async function executeResize(plan: ResizePlan, facts: DiskFacts, state: R
         // the (untorn) write there is no await, so none can slip in between.
         throwIfCancelled();
         if (!state.overlay) delete state.grownFrom;
-        if (!state.overlay && facts.image.format === 'ploop') return writePloopSectors(facts.image.folder, step.writes, context.notice);
+        if (!state.overlay && facts.image.format === 'ploop') return writePloopSectors(facts.image.handle, step.writes, context.notice);
         return writeSectors(current(), step.writes);
       case 'resize-swap': {
         await closeGuest(state);

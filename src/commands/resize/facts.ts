@@ -4,13 +4,13 @@ import type { Image } from '../../formats/image.js';
 import { ImageInvalid, Refused } from '../../util/errors.js';
 import { CommandFailed } from '../../util/exec.js';
 import { check, freeLeaks } from '../../formats/qcow2/qemu-img.js';
-import { closePloopImage, openPloopImage, recoverPloopImage } from '../../formats/ploop/image.js';
+import { recoverPloopImage } from '../../formats/ploop/image.js';
 import { SECTOR_BYTES } from '../../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../../partitions/io.js';
 import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../../partitions/table.js';
 import { type Identified, PROBE_BYTES, identify } from '../../fs/registry.js';
 import { readAllocation as readQcow2Allocation } from '../../formats/qcow2/allocation.js';
-import { readAllocation as readPloopAllocation } from '../../formats/ploop/allocation.js';
+import { allocatedRanges } from '../../formats/ploop/allocation.js';
 import type { Range } from '../../util/ranges.js';
 
 export interface DiskFacts {
@@ -58,14 +58,10 @@ export async function assertConsistent(image: Image, mode: 'query' | 'modify', n
     }
     return;
   }
-  const ploop = openPloopImage(image.folder, { write: mode === 'modify' });
-  try {
-    if (mode === 'modify' && ploop.pendingRecovery.length > 0) {
-      notice(`Completing an interrupted operation on the ploop image first: ${ploop.pendingRecovery.join('; ')}.`);
-      recoverPloopImage(ploop);
-    }
-  } finally {
-    closePloopImage(ploop);
+  const ploop = image.handle;
+  if (mode === 'modify' && ploop.pendingRecovery.length > 0) {
+    notice(`Completing an interrupted operation on the ploop image first: ${ploop.pendingRecovery.join('; ')}.`);
+    recoverPloopImage(ploop);
   }
 }
 
@@ -82,7 +78,7 @@ export async function readAllocation(image: Image): Promise<{ allocated: Range[]
     const { data, preallocated } = await readQcow2Allocation(image.path, image.virtualSizeBytes);
     return { allocated: data, plain: preallocated && image.chain.length === 1 };
   }
-  return { allocated: readPloopAllocation(image.folder), plain: image.descriptor.preallocated === true };
+  return { allocated: allocatedRanges(image.handle), plain: image.descriptor.preallocated === true };
 }
 
 /** qcow2 internal snapshots, or ploop snapshot deltas below the top one. */

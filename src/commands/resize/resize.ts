@@ -11,7 +11,7 @@ import { checkFreeSpace, commitPathFor, finishInterruptedCommit, staleOverlays }
 import { existsSync } from 'node:fs';
 import { type ResizeState, beginOverlay, closeGuest, committerFor, executeResize, launchGuest, rollbackGrow } from './execute.js';
 import { describePloopEngine } from './ploop.js';
-import { loadImage, type Image } from '../../formats/image.js';
+import type { Image } from '../../formats/image.js';
 import { removeIfExists } from '../../util/atomic.js';
 import { MiB, formatBytes } from '../../util/units.js';
 import { formatExactSize } from './minimum.js';
@@ -51,14 +51,14 @@ export function rollbackFailedMessage(hdd: string, fromBytes: number, grownBytes
 }
 
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify', context.notice);
+  const opened = await openImage(request.hdd, 'modify', context.notice, { dryRun: request.dryRun });
   const state: ResizeState = {};
   try {
     let image = opened.image;
     if (!request.dryRun) {
       if (await finishInterruptedCommit(diskFile(image), context.progress, committerFor({ image }, context))) {
         context.notice('A previous resize had been interrupted while committing its changes; that commit was completed first.');
-        image = await loadImage(opened.ref);
+        image = await opened.reload();
       }
       for (const stale of staleOverlays(diskFile(image))) {
         debug(`removing the overlay of an abandoned resize: ${stale}`);
@@ -66,7 +66,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       }
     }
     await assertConsistent(image, request.dryRun ? 'query' : 'modify', context.notice);
-    if (!request.dryRun && image.format === 'ploop') image = await loadImage(opened.ref);
+    if (!request.dryRun && image.format === 'ploop') image = await opened.reload();
     const hostBytesBefore = image.hostBytes;
     refuseSnapshots(image);
     const facts = await readDiskFacts(image);
@@ -98,7 +98,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       // ploop: the engine's own steps, so that the dry run shows what will be written into the delta.
       if (image.format === 'ploop' && (step.kind === 'grow-image' || step.kind === 'shrink-image')) {
         const preallocate = step.kind === 'grow-image' && step.preallocate;
-        lines.push(...describePloopEngine(image.folder, step.toBytes, preallocate).map((line, sub) => `     ${String.fromCharCode(97 + sub)}. ${line}`));
+        lines.push(...describePloopEngine(image.handle, step.toBytes, preallocate).map((line, sub) => `     ${String.fromCharCode(97 + sub)}. ${line}`));
       }
     }
     // Every check runs under --dry-run too: a dry run that passes must not be refused by the real run.
@@ -137,7 +137,7 @@ export async function resize(request: ResizeRequest, context: Context): Promise<
       const freed = await repairLeaks(image.path);
       if (freed > 0) context.notice(`Freed ${freed} leaked cluster(s) that an interrupted write had left in "${image.path}".`);
     }
-    const after = await loadImage(opened.ref);
+    const after = await opened.reload();
     return {
       kind: 'change',
       operation: 'resize',

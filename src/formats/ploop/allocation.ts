@@ -1,5 +1,5 @@
 // Which guest bytes of a ploop image may hold data: every cluster that the BAT of any delta of the chain allocates.
-import { closePloopImage, openPloopImage, type PloopImage } from './image.js';
+import type { PloopImage } from './image.js';
 
 /**
  * Half-open guest byte ranges [start, start + length), one per allocated cluster (adjacent ones joined), clipped
@@ -20,14 +20,4 @@ export function allocatedRanges(image: PloopImage): { start: number; length: num
     else out.push({ start, length });
   }
   return out;
-}
-
-/** Opens the chain read-only, reads every delta's BAT and closes it again. */
-export function readAllocation(folder: string): { start: number; length: number }[] {
-  const image = openPloopImage(folder);
-  try {
-    return allocatedRanges(image);
-  } finally {
-    closePloopImage(image);
-  }
 }

@@ -1,9 +1,10 @@
 // One delta file on disk: positional reads and writes through a file descriptor, the header and
 // BAT loaded and validated, the durable-write primitives that every modifying operation uses.
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync } from 'node:fs';
-import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync } from 'node:fs';
+import { ImageInvalid, NotSupported, ToolError } from '../../util/errors.js';
 import { readFully, writeFully } from '../../util/file-io.js';
 import { debug } from '../../util/log.js';
+import { FileRefused, identityOf, openRegularFile, stillNames } from '../../util/safe-file.js';
 import { decodeBat, encodeEntry, entryToOffset, slotOffset, tableSlots } from './bat.js';
 import { type Finding, extensionActive, fatalFindings, validateDelta } from './check.js';
 import {
@@ -20,8 +21,13 @@ import {
 
 export interface Delta {
   path: string;
+  /** Opened once, without following a link; every read and write of the delta goes through it. */
   fd: number;
   writable: boolean;
+  /** Device and inode as validated (identityOf): a rename or unlink of `path` checks the name still holds it. */
+  identity: string;
+  /** Names (hard links) the file had when opened. */
+  links: number;
   header: PloopHeader;
   /** All slots of the table region; the first header.batEntries are the BAT proper. */
   bat: Uint32Array;
@@ -44,11 +50,21 @@ export interface OpenOptions {
   write?: boolean;
 }
 
-/** Reads and validates a delta; throws ImageInvalid naming every fatal finding. */
+/**
+ * Opens a delta once (a regular file only: no link followed, no FIFO or device opened), reads and validates it;
+ * throws NotSupported for what is not a regular file, ImageInvalid naming every fatal finding.
+ */
 export function openDelta(path: string, options: OpenOptions = {}): Delta {
-  const fd = openSync(path, options.write ? constants.O_RDWR : constants.O_RDONLY);
+  let opened;
   try {
-    const fileSizeBytes = fstatSync(fd).size;
+    opened = openRegularFile(path, { write: options.write === true });
+  } catch (error) {
+    if (error instanceof FileRefused) throw new NotSupported(`The ploop delta "${path}" is refused: ${error.detail}. A delta must be a regular file of the image's folder. Nothing was changed.`);
+    throw error;
+  }
+  const { fd, stats } = opened;
+  try {
+    const fileSizeBytes = stats.size;
     if (fileSizeBytes < HEADER_BYTES) {
       throw new ImageInvalid(`The ploop delta "${path}" is invalid`, [`the file is ${fileSizeBytes} bytes, shorter than the 64-byte header`]);
     }
@@ -68,7 +84,7 @@ export function openDelta(path: string, options: OpenOptions = {}): Delta {
     const findings = validateDelta(header, bat, fileSizeBytes, extension);
     const fatal = fatalFindings(findings);
     if (fatal.length > 0) throw new ImageInvalid(`The ploop delta "${path}" is invalid`, fatal.map((f) => f.message));
-    return { path, fd, writable: options.write ?? false, header, bat, fileSizeBytes, findings };
+    return { path, fd, writable: options.write ?? false, identity: identityOf(stats), links: stats.nlink, header, bat, fileSizeBytes, findings };
   } catch (error) {
     closeSync(fd);
     throw error;
@@ -77,6 +93,22 @@ export function openDelta(path: string, options: OpenOptions = {}): Delta {
 
 export function closeDelta(delta: Delta): void {
   closeSync(delta.fd);
+}
+
+/**
+ * Right before a tool is handed the delta by its name (it cannot be handed the open file): the name must still
+ * be the file that was validated, or the run stops. What is left (a swap between this check and the tool's own
+ * open) is the window docs/security.md describes.
+ */
+export function requireStillNamed(delta: Pick<Delta, 'path' | 'identity'>, tool: string): void {
+  if (!stillNames(delta.path, delta.identity)) {
+    throw new ToolError('refused', `The delta "${delta.path}" is no longer the file that was validated (it was renamed or replaced meanwhile); stopped before handing it to ${tool}. Find out who changes the image's folder, then run the command again.`);
+  }
+}
+
+/** Bytes the delta occupies on the host (st_blocks of the open file, not of whatever the name holds now). */
+export function hostBytesOf(delta: Delta): number {
+  return fstatSync(delta.fd).blocks * 512;
 }
 
 /** Host byte offset of virtual cluster `index` in this delta, or undefined when this delta does not hold it. */

@@ -2,9 +2,9 @@
 // into the base in place (data written and fsynced before its BAT entry, in batches). What the chain shows never
 // changes during the fold: an overlay shadows every cluster until the descriptor names the base alone
 // (docs/merge-convert.md).
-import { closePloopImage, layoutOf, openPloopImage, type PloopImage } from './image.js';
+import { layoutOf, type PloopImage } from './image.js';
 import { executeCompact, planCompact } from './compact.js';
-import { clearInUse, clusterHostOffset, closeDelta, openDelta, syncData, usedEndBytes, writeData, type Delta } from './delta.js';
+import { clearInUse, clusterHostOffset, syncData, usedEndBytes, writeData, type Delta } from './delta.js';
 import { readFully, writeFully } from '../../util/file-io.js';
 import { encodeEntry, offsetToEntry, slotOffset } from './bat.js';
 import { extensionActive } from './check.js';
@@ -99,29 +99,25 @@ async function copyDown(image: PloopImage, base: Delta, onFraction: (fraction: n
   return zeroed;
 }
 
-/** Drops the clusters the fold left all-zero from the (now only) base delta; a crash before it only costs space. */
-export function releaseZeroed(folder: string, zeroed: readonly number[]): void {
+/**
+ * Drops the clusters the fold left all-zero from the base delta, once the descriptor names it alone (the image is
+ * then the base: the same handle, without the merged deltas); a crash before it only costs space.
+ */
+export function releaseZeroed(image: PloopImage, zeroed: readonly number[]): void {
   if (zeroed.length === 0) return;
-  const image = openPloopImage(folder, { write: true });
-  try {
-    executeCompact(image, planCompact(layoutOf(image, 0), [], zeroed));
-  } finally {
-    closePloopImage(image);
-  }
+  const alone: PloopImage = { ...image, deltas: [image.deltas[image.deltas.length - 1]!] };
+  executeCompact(alone, planCompact(layoutOf(alone, 0), [], zeroed));
 }
 
 /**
- * Folds every snapshot delta into the base, in place, as the one writer of the base: opened for writing, the
- * copy (see copyDown), then closed as ploop's check wants it (in-use 0, CIF_Empty up to date). Returns the base
- * clusters left all-zero, for releaseZeroed() once the descriptor names the base alone.
+ * Folds every snapshot delta into the base, in place, as the one writer of the base (the session opened it for
+ * writing, a file of its own, no other layer of the chain): the copy (see copyDown), then the base left as
+ * ploop's check wants it (in-use 0, CIF_Empty up to date). Returns the base clusters left all-zero, for
+ * releaseZeroed() once the descriptor names the base alone.
  */
 export async function foldIntoBase(image: PloopImage, facts: PloopMergeFacts, onFraction: (fraction: number) => void): Promise<number[]> {
-  const base = openDelta(image.deltas[image.deltas.length - 1]!.path, { write: true });
-  try {
-    const zeroed = await copyDown(image, base, onFraction, Math.max(1, facts.overlayClusters));
-    clearInUse(base);
-    return zeroed;
-  } finally {
-    closeDelta(base);
-  }
+  const base = image.deltas[image.deltas.length - 1]!;
+  const zeroed = await copyDown(image, base, onFraction, Math.max(1, facts.overlayClusters));
+  clearInUse(base);
+  return zeroed;
 }

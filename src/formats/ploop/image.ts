@@ -1,6 +1,6 @@
 // A ploop image: the descriptor plus its deltas opened top first; virtual offsets mapped through
 // the chain to (file, offset); recovery of what an interrupted operation left behind.
-import { ImageInvalid, NotSupported } from '../../util/errors.js';
+import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
 import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
 import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, recoverDelta } from './delta.js';
 import { readFully } from '../../util/file-io.js';
@@ -24,17 +24,62 @@ export interface MappedExtent {
   offsetBytes: number;
 }
 
-/** Opens every delta of the chain (only the top one writable, and only when asked). */
-export function openPloopImage(folderOrFile: string, options: { write?: boolean } = {}): PloopImage {
-  const descriptor = readDescriptor(folderOrFile);
+/** What an operation does to the chain: nothing, write the top delta, or (merge) write the base and remove the rest. */
+export type ChainChange = 'none' | 'top' | 'merge';
+
+export interface OpenPloopOptions {
+  /** What the operation will do; checked under --dry-run too, so that a dry run refuses as the run would. */
+  change?: ChainChange;
+  /** Open the deltas the change writes read-write (not under --dry-run). */
+  write?: boolean;
+}
+
+/** The deltas `change` writes or removes (indices top first). */
+function changedLayers(change: ChainChange, count: number): { written: Set<number>; touched: Set<number> } {
+  if (change === 'none') return { written: new Set(), touched: new Set() };
+  if (change === 'top') return { written: new Set([0]), touched: new Set([0]) };
+  return { written: new Set([0, count - 1]), touched: new Set(Array.from({ length: count }, (_, i) => i)) };
+}
+
+/**
+ * Two names of the chain for one file (the same File twice, "./root.hds" beside "root.hds", a hard link, a middle
+ * layer equal to the base) would make a merge fold a file into itself and delete it; a delta that is written or
+ * removed must have no other name, or the change reaches the other name's file (another container's delta).
+ */
+function checkIdentities(deltas: readonly Delta[], folder: string, change: ChainChange): void {
+  const seen = new Map<string, Delta>();
+  for (const delta of deltas) {
+    const first = seen.get(delta.identity);
+    if (first !== undefined) {
+      throw new ImageInvalid(`The ploop image "${folder}" is invalid: its chain names one file twice ("${first.path}" and "${delta.path}" are the same file), so no layer of it can be trusted; repair DiskDescriptor.xml. Nothing was changed.`);
+    }
+    seen.set(delta.identity, delta);
+  }
+  const { touched } = changedLayers(change, deltas.length);
+  for (const index of touched) {
+    const delta = deltas[index]!;
+    if (delta.links > 1) {
+      throw new Refused(
+        `The delta "${delta.path}" has ${delta.links} names (hard links); changing it would change the other names' file too. Make it a file of its own (copy it with cp --sparse=always) and try again. Nothing was changed.`,
+      );
+    }
+  }
+}
+
+/** Opens every delta of the chain once (read-write only the ones the change writes, and only when asked). */
+export function openPloopImage(source: string | PloopDescriptor, options: OpenPloopOptions = {}): PloopImage {
+  const descriptor = typeof source === 'string' ? readDescriptor(source) : source;
+  const change = options.change ?? (options.write === true ? 'top' : 'none');
+  const { written } = changedLayers(change, descriptor.chain.length);
   const deltas: Delta[] = [];
   try {
     for (const [index, link] of descriptor.chain.entries()) {
       if (link.type === 'Plain') {
         throw new NotSupported(`The ploop image "${descriptor.folder}" has a raw (Plain) base image, which this tool does not support.`);
       }
-      deltas.push(openDelta(link.file, { write: options.write === true && index === 0 }));
+      deltas.push(openDelta(link.file, { write: options.write === true && written.has(index) }));
     }
+    checkIdentities(deltas, descriptor.folder, change);
     const top = deltas[0]!;
     const cluster = clusterBytes(top.header);
     const mismatched = deltas.filter((d) => clusterBytes(d.header) !== cluster || d.header.clusterSectors !== descriptor.blockSizeSectors);

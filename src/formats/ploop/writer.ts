@@ -7,7 +7,7 @@
 //
 // Zeros stay sparse: a zero piece never allocates a cluster, and a cluster that the writes left all zeros is
 // released afterwards (compaction of the top delta), unless the image is preallocated (plain stays plain).
-import { type PloopImage, closePloopImage, layoutOf, openPloopImage, recoverPloopImage } from './image.js';
+import { type PloopImage, layoutOf, recoverPloopImage } from './image.js';
 import { executeCompact, planCompact } from './compact.js';
 import { entryToOffset, offsetToEntry } from './bat.js';
 import { readFully } from '../../util/file-io.js';
@@ -69,21 +69,17 @@ function releaseZeroClusters(image: PloopImage, candidates: ReadonlySet<number>)
   executeCompact(image, planCompact(layoutOf(image, 0), lower, zero));
 }
 
-export function withPloopWriter(folder: string, notice: (message: string) => void, body: (writer: VirtualWriter) => void): void {
-  const image = openPloopImage(folder, { write: true });
-  try {
-    if (image.pendingRecovery.length > 0) {
-      notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
-      recoverPloopImage(image);
-    }
-    const delta = image.deltas[0]!;
-    markInUse(delta);
-    const writer = new VirtualWriter(delta);
-    body(writer);
-    writer.finish();
-    if (!image.descriptor.preallocated) releaseZeroClusters(image, writer.zeroedInPlace);
-    clearInUse(delta);
-  } finally {
-    closePloopImage(image);
+/** Writes into the top delta of the session's image (opened for writing), marked in use while it is written. */
+export function withPloopWriter(image: PloopImage, notice: (message: string) => void, body: (writer: VirtualWriter) => void): void {
+  if (image.pendingRecovery.length > 0) {
+    notice(`Completing an interrupted operation on the ploop image first: ${image.pendingRecovery.join('; ')}.`);
+    recoverPloopImage(image);
   }
+  const delta = image.deltas[0]!;
+  markInUse(delta);
+  const writer = new VirtualWriter(delta);
+  body(writer);
+  writer.finish();
+  if (!image.descriptor.preallocated) releaseZeroClusters(image, writer.zeroedInPlace);
+  clearInUse(delta);
 }
