@@ -3,7 +3,7 @@ import { hostAllocatedBytes } from '../util/space.js';
 import type { ImageRef } from './resolve.js';
 import { infoChain, type ImageInfo, type Snapshot } from './qcow2/qemu-img.js';
 import type { PloopDescriptor } from './ploop/descriptor.js';
-import type { PloopImage as PloopHandle } from './ploop/image.js';
+import { requireChainStillNamed, type PloopImage as PloopHandle } from './ploop/image.js';
 import { hostBytesOf } from './ploop/delta.js';
 import type { Drive } from '../guest/session.js';
 
@@ -67,5 +67,6 @@ export async function loadImage(ref: ImageRef, handle?: PloopHandle): Promise<Im
 /** The drive the appliance sees for this image: always with its format named. */
 export function guestDrive(image: Image, readonly: boolean): Drive {
   if (image.format === 'qcow2') return { path: image.path, format: 'qcow2', readonly };
+  requireChainStillNamed(image.handle, 'the appliance');
   return { path: image.deltas[0]!, format: 'parallels', readonly };
 }

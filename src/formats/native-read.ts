@@ -1,11 +1,10 @@
-// Guest bytes read natively from the image files: qcow2 (formats/qcow2/reader.ts) over the chain validated again
-// here, ploop through the engine's BAT (formats/ploop/image.ts). Each call opens, reads and closes: a reader never
-// outlives a change to the image it read (no stale L2 or BAT), and the cost is a few header reads.
+// Guest bytes read natively from qcow2 files (formats/qcow2/reader.ts) over the chain validated again here. Each
+// call opens, reads and closes: a reader never outlives a change to the image it read (no stale L2), and the cost is
+// a few header reads. A ploop image is read through the deltas its session holds open (ploop/image.ts guestReaderOf),
+// whose BAT follows every write of the engine: it is never opened again by a name.
 import { closeSync, realpathSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { validateQcow2Chain } from './qcow2/chain.js';
 import { qcow2Reader, type ReaderLayer } from './qcow2/reader.js';
-import { closePloopImage, openPloopImage, readVirtual } from './ploop/image.js';
 import { NotReadNatively } from './guest-reader.js';
 import { openRegularFile } from '../util/safe-file.js';
 
@@ -23,19 +22,8 @@ function readQcow2(path: string, offsetBytes: number, length: number): Buffer {
   }
 }
 
-function readPloopTop(deltaPath: string, offsetBytes: number, length: number): Buffer {
-  const image = openPloopImage(dirname(deltaPath));
-  try {
-    if (realpathSync(image.deltas[0]!.path) !== realpathSync(deltaPath)) throw new NotReadNatively(`"${deltaPath}" is not the top delta of its folder's ploop image`);
-    return readVirtual(image, offsetBytes, length);
-  } finally {
-    closePloopImage(image);
-  }
-}
-
 /** Guest bytes [offset, offset + length) of `path` in `format`, zeros past the disk's end. */
 export function readGuestNatively(path: string, format: 'qcow2' | 'parallels' | 'raw', offsetBytes: number, length: number): Buffer {
   if (format === 'qcow2') return readQcow2(path, offsetBytes, length);
-  if (format === 'parallels') return readPloopTop(path, offsetBytes, length);
   throw new NotReadNatively(`the format ${format} is read through qemu-io`);
 }

@@ -1,12 +1,14 @@
 // Reading and writing a few sectors of a guest disk, with the format always named.
 //
-// Reads are native (formats/native-read.ts: qcow2 with its backing chain, a ploop image's top delta), without an
+// Reads are native (formats/native-read.ts: qcow2 with its backing chain; a ploop image through the deltas its
+// session holds open, DiskFile.reader), without an
 // appliance (20 s under TCG) and without a QEMU process; where the native reader is not certain (zstd, a table it
 // finds odd, another format) the read goes through qemu-io instead, which reads every format as the guest sees
 // it. Writes always go through qemu-io (formats/qcow2/qemu-io.ts).
 import type { QemuFormat } from '../formats/qcow2/qemu-img.js';
 import { readGuestBytes, writeGuestBytes } from '../formats/qcow2/qemu-io.js';
 import { readGuestNatively } from '../formats/native-read.js';
+import type { GuestReader } from '../formats/guest-reader.js';
 import { debug } from '../util/log.js';
 import type { SectorWrite } from './gpt.js';
 
@@ -19,6 +21,10 @@ export interface ByteSource {
 export interface DiskFile {
   path: string;
   format: QemuFormat;
+  /** Reads through files the session holds open (a ploop image's deltas), instead of opening `path` again. */
+  reader?: GuestReader;
+  /** Called right before a tool is given `path` (it cannot take the open files): throws when the name changed. */
+  verify?: (tool: string) => void;
 }
 
 export function imageSource(disk: DiskFile, sizeBytes: number): ByteSource {
@@ -30,9 +36,10 @@ export function imageSource(disk: DiskFile, sizeBytes: number): ByteSource {
       if (clipped === 0) return out;
       let bytes: Buffer;
       try {
-        bytes = readGuestNatively(disk.path, disk.format, offsetBytes, clipped);
+        bytes = disk.reader !== undefined ? disk.reader.read(offsetBytes, clipped) : readGuestNatively(disk.path, disk.format, offsetBytes, clipped);
       } catch (error) {
         debug(`reading ${clipped} bytes at ${offsetBytes} of "${disk.path}" through qemu-io: the native reader stopped (${(error as Error).message})`);
+        disk.verify?.('qemu-io');
         bytes = await readGuestBytes(disk.path, disk.format, offsetBytes, clipped);
       }
       bytes.copy(out);
@@ -43,5 +50,6 @@ export function imageSource(disk: DiskFile, sizeBytes: number): ByteSource {
 
 /** Writes the table's sectors in order, in one qemu-io run (one open, one flush at close). */
 export async function writeSectors(disk: DiskFile, writes: readonly SectorWrite[]): Promise<void> {
+  disk.verify?.('qemu-io');
   await writeGuestBytes(disk.path, disk.format, writes);
 }

@@ -1,7 +1,9 @@
 // Crash-safe file replacement and temporary names beside an image.
-import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync, readdirSync, constants } from 'node:fs';
+import { openSync, writeSync, fsyncSync, fstatSync, closeSync, renameSync, unlinkSync, readdirSync, lstatSync, constants } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { identityOf, stillNames } from './safe-file.js';
+import { ToolError } from './errors.js';
 
 /** A unique, recognisable name in the same folder (same filesystem, so rename is atomic). */
 export function tempPathBeside(path: string, purpose: string): string {
@@ -17,6 +19,17 @@ export function findStaleTemporaries(image: string, purpose: string): string[] {
   return readdirSync(dirname(image))
     .filter((name) => name.startsWith(prefix) && name.endsWith('.prl-tmp') && /^[0-9a-f]{8}$/.test(name.slice(prefix.length, -'.prl-tmp'.length)))
     .map((name) => join(dirname(image), name));
+}
+
+/**
+ * Removes the temporaries a killed run of ours left (findStaleTemporaries), regular files only: anything else under
+ * such a name (a folder, a FIFO, a link planted there) was not made by us and is left alone; our new temporary
+ * gets a fresh name of its own (O_EXCL), so it is in nobody's way.
+ */
+export function removeStaleTemporaries(image: string, purpose: string): void {
+  for (const stale of findStaleTemporaries(image, purpose)) {
+    if (lstatSync(stale, { throwIfNoEntry: false })?.isFile() === true) removeIfExists(stale);
+  }
 }
 
 export function fsyncPath(path: string): void {
@@ -39,8 +52,12 @@ export function commitRename(source: string, target: string): void {
   fsyncDirectoryOf(target);
 }
 
-/** Writes the whole file under a temporary name, fsyncs it, renames it over `path`, fsyncs the folder. */
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
+/**
+ * Writes the whole file under a temporary name, fsyncs it, renames it over `path`, fsyncs the folder. With
+ * `replacing` (the identity of the file `path` held when it was read), the name is checked right before the rename:
+ * if it now holds another file, nothing is replaced. Returns the new file's identity.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644, replacing?: string): string {
   const temp = tempPathBeside(path, 'write');
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
   try {
@@ -48,14 +65,19 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
     let written = 0;
     while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
     fsyncSync(fd);
+    if (replacing !== undefined && !stillNames(path, replacing)) {
+      throw new ToolError('refused', `"${path}" is no longer the file that was read (it was replaced meanwhile), so it was not overwritten; find out who changes the image's folder, then run the command again.`);
+    }
   } catch (error) {
     closeSync(fd);
     unlinkSync(temp);
     throw error;
   }
+  const identity = identityOf(fstatSync(fd));
   closeSync(fd);
   renameSync(temp, path);
   fsyncDirectoryOf(path);
+  return identity;
 }
 
 export function removeIfExists(path: string): void {

@@ -12,8 +12,9 @@ import { requireStrace, traceCli, type TraceReport } from '../helpers/confinemen
 import {
   fifo, getField, patterned, ploopDelta, ploopFolder, qcow2, qcow2Backed, QCOW2, setBacking, setField, sh, socketFile, writeAt, zeroDevice,
 } from '../helpers/hostile-images.js';
-import { BASE_GUID } from '../helpers/ploop.js';
+import { BASE_GUID, ROOT_PARENT } from '../helpers/ploop.js';
 import { holdOpen, waitHeld } from '../helpers/holders.js';
+import { readDescriptor } from '../../src/formats/ploop/descriptor.js';
 
 /** A refusal takes a few seconds even on a loaded machine; a FIFO open that blocks never ends. */
 const TIMEOUT_MS = 45_000;
@@ -68,6 +69,8 @@ interface Case {
   reads?: (d: Dirs) => string[];
   /** The tool's configuration file for the run (PRL_DISK_TOOL_CONFIG), written in the case's own directory. */
   config?: (d: Dirs) => string;
+  /** A refusal that must come fast (a parse bounded before it builds anything), in milliseconds under strace. */
+  maxMs?: number;
 }
 
 /** Victims outside the folder, that a hostile image names. */
@@ -96,6 +99,17 @@ const ours = (file: string, body: unknown): string => {
   return JSON.stringify({ writer: 'prl-disk-tool merge --external', version: 2, top: { name: 'disk.qcow2', dev: String(stat.dev), ino: String(stat.ino) }, intermediates: body });
 };
 const NOTE = '.disk.qcow2.merge-leftovers-0123abcd.prl-tmp';
+const PLANTED_WRITE = '.DiskDescriptor.xml.write-0123abcd.prl-tmp';
+/** After a change beside a planted folder: the folder is still there, and the descriptor still reads. */
+const plantedStays = (d: Dirs, name: string): string[] => {
+  const problems = statSync(join(d.vm, name), { throwIfNoEntry: false })?.isDirectory() === true ? [] : [`the planted folder ${name} is gone`];
+  try {
+    readDescriptor(d.vm);
+  } catch (error) {
+    problems.push(`the descriptor does not read after the change: ${(error as Error).message}`);
+  }
+  return problems;
+};
 const COMMENT = 'Copie de sécurité, été: Ærø';
 const IGNORED = /Ignored the note .*nothing it names was removed/;
 
@@ -440,6 +454,59 @@ const CASES: Case[] = [
     ops: ['merge', 'merge -n'],
     codes: [8],
   },
+  // ambiguous descriptors (issue 23): this tool and ploop's lib/xml.c would read two different images
+  {
+    name: 'ploop: two Snapshots',
+    build: (d) => withDeltas(d, ['root.hds.top', 'root.hds'], (xml) => xml.replace('</Snapshots>', `</Snapshots>\n  <Snapshots>\n    <TopGUID>${BASE_GUID}</TopGUID>\n    <Shot>\n      <GUID>${BASE_GUID}</GUID>\n      <ParentGUID>${ROOT_PARENT}</ParentGUID>\n    </Shot>\n  </Snapshots>`)),
+    ops: EVERY_OP,
+    codes: [4],
+  },
+  { name: 'ploop: two StorageData', build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace(/(<StorageData>[\s\S]*<\/StorageData>)/, '$1\n  $1')), ops: ['info', 'grow', 'merge'], codes: [4] },
+  { name: 'ploop: two TopGUID', build: (d) => withDeltas(d, ['root.hds.top', 'root.hds'], (xml) => xml.replace('<TopGUID>', `<TopGUID>${BASE_GUID}</TopGUID>\n    <TopGUID>`)), ops: ['merge', 'compact --info', 'plain'], codes: [4] },
+  { name: 'ploop: two File in one Image', build: (d) => withDeltas(d, ['root.hds.top', 'root.hds'], (xml) => xml.replace('<File>root.hds.top</File>', '<File>root.hds.top</File>\n        <File>root.hds</File>')), ops: EVERY_OP, codes: [4] },
+  { name: 'ploop: white space around a File name', build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace('<File>root.hds</File>', '<File> root.hds\n</File>')), ops: ['info', 'grow', 'compact', 'merge', 'plain'], codes: [4] },
+  {
+    name: 'ploop: 120,000 nested elements',
+    build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace('</Disk_Parameters>', `${'<a>'.repeat(120_000)}${'</a>'.repeat(120_000)}</Disk_Parameters>`)),
+    ops: ['info', 'compact --info', 'merge'],
+    codes: [4],
+    maxMs: 10_000,
+  },
+  // planted non-files where a temporary or a note goes (issue 23): left alone, the change uses a fresh name of its own
+  {
+    name: 'planted: a folder named like the descriptor\'s temporary, beside a snapshot',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds.top', 'root.hds']);
+      mkdirSync(join(d.vm, PLANTED_WRITE));
+      return hdd;
+    },
+    ops: ['merge'],
+    codes: [0],
+    verify: (d) => plantedStays(d, PLANTED_WRITE),
+  },
+  {
+    name: 'planted: a folder named like the descriptor\'s temporary',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds']);
+      mkdirSync(join(d.vm, PLANTED_WRITE));
+      return hdd;
+    },
+    ops: ['grow', 'plain'],
+    codes: [0],
+    verify: (d) => plantedStays(d, PLANTED_WRITE),
+  },
+  {
+    name: 'planted: a folder named like merge\'s note',
+    build: (d) => {
+      const hdd = withDeltas(d, ['root.hds.top', 'root.hds']);
+      mkdirSync(join(d.vm, '.root.hds.merge-leftovers-0123abcd.prl-tmp'));
+      return hdd;
+    },
+    ops: ['merge'],
+    codes: [0],
+    stdout: IGNORED,
+    verify: (d) => plantedStays(d, '.root.hds.merge-leftovers-0123abcd.prl-tmp'),
+  },
   { name: 'ploop: Type Plain', build: (d) => withDeltas(d, ['root.hds'], (xml) => xml.replace('<Type>Compressed</Type>', '<Type>Plain</Type>')), ops: ['grow', 'info', 'expanding'], codes: [7] },
   // links
   {
@@ -582,6 +649,7 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
           if (config !== undefined) writeFileSync(config, c.config!(d));
           const before = { vm: fingerprint(d.vm), out: fingerprint(d.out) };
           const args = OPS[op];
+          const started = Date.now();
           const release = c.hold?.(d);
           if (release !== undefined) await waitHeld(join(d.out, 'victim.qcow2'));
           let report: TraceReport;
@@ -601,6 +669,7 @@ describe.concurrent('hostile images: refused (or, where the rule says so, ignore
           ];
           const problems = judge(report, c.codes, c.codes[0] === 0 ? 0 : 1, changes);
           if (c.stdout !== undefined && !c.stdout.test(report.stdout)) problems.push(`stdout does not say ${c.stdout}: ${report.stdout.trim().slice(0, 200)}`);
+          if (c.maxMs !== undefined && Date.now() - started > c.maxMs) problems.push(`took ${Date.now() - started} ms, more than ${c.maxMs}`);
           expect(problems, `${c.name} — ${op} (exit ${report.code}): ${report.stderr.trim().slice(0, 300)}`).toEqual([]);
         }), QUEUED_MS);
     }

@@ -11,7 +11,7 @@ import { compactQcow2, estimateQcow2 } from './qcow2.js';
 import { describePloopSteps, estimatePloop, planChanges, recoveredForCompact, runPloopCompact } from './ploop.js';
 import { capitalize } from './info.js';
 import { hostAllocatedBytes } from '../../util/space.js';
-import { findStaleTemporaries, removeIfExists } from '../../util/atomic.js';
+import { removeStaleTemporaries } from '../../util/atomic.js';
 
 interface Outcome {
   plan: string[];
@@ -86,7 +86,7 @@ export async function compact(hdd: string, dryRun: boolean, context: Context): P
     if (!dryRun) {
       // Under the exclusive lock no run of ours is alive: overlays beside the image are a killed run's leftovers.
       const dataFile = image.format === 'qcow2' ? image.path : image.deltas[0]!;
-      for (const stale of findStaleTemporaries(dataFile, 'compact-overlay')) removeIfExists(stale);
+      removeStaleTemporaries(dataFile, 'compact-overlay');
     }
     const outcome = image.format === 'qcow2' ? await runQcow2(image, dryRun, context) : await runPloop(image, dryRun, context);
     const unchanged = outcome.freedBytes === 0;

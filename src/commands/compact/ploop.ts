@@ -1,7 +1,7 @@
 // compact and its estimate for ploop: the free clusters found in an overlay, then the ploop engine drops
 // them from the BAT, moves tail clusters into the holes and truncates the delta (QEMU's parallels driver
 // ignores discard, so this is ours to do).
-import { recoverPloopImage, type PloopImage } from '../../formats/ploop/image.js';
+import { recoverPloopImage, requireChainStillNamed, type PloopImage } from '../../formats/ploop/image.js';
 import { qemuDeltaChain } from '../../formats/ploop/qemu-chain.js';
 import { countBlocks, describeCompactStep, executeCompact, heldBelow, planCompact, type CompactPlan } from '../../formats/ploop/compact.js';
 import { MiB } from '../../util/units.js';
@@ -32,6 +32,7 @@ export async function estimatePloop(image: PloopImage, context: Context): Promis
   const clusterBytes = image.clusterBytes;
   // The appliance sees what the whole chain shows; the plan then drops only top clusters no lower delta backs.
   const chain = qemuDeltaChain(image.deltas.map((delta) => delta.path));
+  requireChainStillNamed(image, 'the appliance');
   const session = await discoverFreeSpace(chain, 'parallels', Math.min(clusterBytes, MAX_OVERLAY_CLUSTER_BYTES), context, top.path);
   const free = coveredClusters(session.freeRanges, clusterBytes);
   const lower = image.deltas.slice(1);

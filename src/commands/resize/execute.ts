@@ -96,6 +96,7 @@ export async function closeGuest(state: ResizeState): Promise<void> {
 export async function launchGuest(state: ResizeState, drive: DiskFile, readonly: boolean, context: Context): Promise<GuestSession> {
   if (state.guest) return state.guest;
   context.progress.step('Starting the appliance');
+  drive.verify?.('the appliance');
   state.guest = await GuestSession.launch([{ path: drive.path, format: drive.format, readonly }], { onNotice: context.notice });
   context.progress.done();
   return state.guest;
@@ -110,6 +111,7 @@ export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context):
 
 /** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize/overlay.ts). */
 export function beginOverlay(facts: Pick<DiskFacts, 'image' | 'disk' | 'plain'>, sizeBytes: number, context: Context): Promise<Overlay> {
+  facts.disk.verify?.('qemu-img');
   return Overlay.begin(facts.disk, sizeBytes, committerFor(facts, context), { sparseZeroes: facts.image.format === 'qcow2' && !facts.plain });
 }
 

@@ -4,7 +4,7 @@ import type { Image } from '../../formats/image.js';
 import { ImageInvalid, Refused } from '../../util/errors.js';
 import { CommandFailed } from '../../util/exec.js';
 import { check, freeLeaks } from '../../formats/qcow2/qemu-img.js';
-import { recoverPloopImage } from '../../formats/ploop/image.js';
+import { guestReaderOf, recoverPloopImage, requireChainStillNamed } from '../../formats/ploop/image.js';
 import { SECTOR_BYTES } from '../../util/units.js';
 import { type ByteSource, type DiskFile, imageSource } from '../../partitions/io.js';
 import { type Partition, type PartitionTable, lastPartition, readTable, validateLayout } from '../../partitions/table.js';
@@ -65,8 +65,11 @@ export async function assertConsistent(image: Image, mode: 'query' | 'modify', n
   }
 }
 
+/** The guest disk for reads, writes and tools; a ploop image is read through the session's open deltas. */
 export function diskFile(image: Image): DiskFile {
-  return image.format === 'qcow2' ? { path: image.path, format: 'qcow2' } : { path: image.deltas[0]!, format: 'parallels' };
+  if (image.format === 'qcow2') return { path: image.path, format: 'qcow2' };
+  const handle = image.handle;
+  return { path: image.deltas[0]!, format: 'parallels', reader: guestReaderOf(handle), verify: (tool) => requireChainStillNamed(handle, tool) };
 }
 
 /**

@@ -2,11 +2,13 @@
 // place (unknown nodes kept, as QEMU's docs/interop/prl-xml.txt asks) and write it atomically, in its
 // own encoding, unchanged bytes kept (descriptor-text.ts). Element names: prl-xml.txt and OpenVZ ploop
 // lib/xml.c (Preallocated lives in Storage; an Image of Type "Plain" is a raw file, "Compressed" a delta).
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, lstatSync, realpathSync, statSync } from 'node:fs';
+import { readFully } from '../../util/file-io.js';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { DOMParser, type Document, type Element } from '@xmldom/xmldom';
 import { ImageInvalid, NotSupported } from '../../util/errors.js';
-import { findStaleTemporaries, removeIfExists, writeFileAtomic } from '../../util/atomic.js';
+import { removeStaleTemporaries, writeFileAtomic } from '../../util/atomic.js';
+import { FileRefused, identityOf, openRegularFile } from '../../util/safe-file.js';
 import { isValidClusterSectors } from './check.js';
 import {
   type DescriptorText,
@@ -25,6 +27,9 @@ export const DESCRIPTOR_NAME = 'DiskDescriptor.xml';
 export const PREDEFINED_TOP_GUID = '{5fbaabe3-6958-40ff-92a7-860e329aab41}';
 export const ROOT_PARENT_GUID = '{00000000-0000-0000-0000-000000000000}';
 const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
+/** ploop writes five levels and about ten elements per snapshot: these bounds leave room for thousands of them. */
+const MAX_ELEMENTS = 50_000;
+const MAX_DEPTH = 16;
 const GUID_PATTERN = /^\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}$/;
 
 export type ImageType = 'Compressed' | 'Plain';
@@ -55,6 +60,8 @@ export interface PloopDescriptor {
   document: Document;
   /** The file's encoding and text, so that a write changes only the bytes of what was edited. */
   text: Omit<DescriptorText, 'text'> & { source: SourceMap | undefined };
+  /** The identity of the file it was read from (identityOf): a write replaces the name only while it still holds it. */
+  identity?: string;
 }
 
 function invalid(path: string, finding: string): ImageInvalid {
@@ -71,6 +78,33 @@ function childElements(parent: Element, name: string): Element[] {
 
 function child(parent: Element, name: string): Element | undefined {
   return childElements(parent, name)[0];
+}
+
+/**
+ * The one child `name` of `parent`: two of them are refused, since a reader that takes the first (this tool once)
+ * and one that takes the last or both (ploop's lib/xml.c) would see two different images.
+ */
+function only(parent: Element, name: string, path: string): Element | undefined {
+  const found = childElements(parent, name);
+  if (found.length > 1) throw invalid(path, `${parent.nodeName} has ${found.length} ${name} elements; a descriptor has one, and which one counts is ambiguous`);
+  return found[0];
+}
+
+/**
+ * Counts elements and nesting with one linear scan before any tree is built: a hostile descriptor of 120,000 nested
+ * elements would otherwise cost seconds and hundreds of MiB in the parser before any rule could refuse it.
+ */
+function boundMarkup(xml: string, path: string): void {
+  let depth = 0;
+  let elements = 0;
+  for (const tag of xml.matchAll(/<(\/?)[A-Za-z_][^<>]*?(\/?)>/g)) {
+    if (tag[1] === '/') {
+      depth--;
+      continue;
+    }
+    if (++elements > MAX_ELEMENTS) throw invalid(path, `it holds more than ${MAX_ELEMENTS} elements, far more than a descriptor needs`);
+    if (tag[2] !== '/' && ++depth > MAX_DEPTH) throw invalid(path, `its elements nest more than ${MAX_DEPTH} deep, far more than a descriptor needs`);
+  }
 }
 
 function text(element: Element | undefined): string | undefined {
@@ -104,6 +138,7 @@ export function parseDescriptor(xml: string, path: string, encoding: Omit<Descri
   const folder = dirname(path);
   // Entities and DTDs are refused outright: no expansion bombs, no external fetches.
   if (/<!DOCTYPE|<!ENTITY/i.test(xml)) throw invalid(path, 'it declares a DOCTYPE or entities, which a disk descriptor never needs');
+  boundMarkup(xml, path);
   let document: Document;
   try {
     document = new DOMParser({
@@ -120,9 +155,9 @@ export function parseDescriptor(xml: string, path: string, encoding: Omit<Descri
     throw invalid(path, `the root element is ${root?.nodeName ?? 'missing'}, not Parallels_disk_image or Virtuozzo_disk_image`);
   }
 
-  const params = child(root, 'Disk_Parameters');
+  const params = only(root, 'Disk_Parameters', path);
   if (!params) throw invalid(path, 'Disk_Parameters is missing');
-  const diskSizeSectors = parseNumber(text(child(params, 'Disk_size')), 'Disk_size', path);
+  const diskSizeSectors = parseNumber(text(only(params, 'Disk_size', path)), 'Disk_size', path);
   const padding = text(child(params, 'Padding'));
   if (padding !== undefined && padding !== '0') throw new NotSupported(`The disk descriptor "${path}" uses Padding ${padding}, which this tool does not support.`);
   const encryption = child(params, 'Encryption');
@@ -130,44 +165,51 @@ export function parseDescriptor(xml: string, path: string, encoding: Omit<Descri
     throw new NotSupported(`The ploop image "${folder}" is encrypted, which this tool does not support.`);
   }
 
-  const storageData = child(root, 'StorageData');
+  const storageData = only(root, 'StorageData', path);
   const storages = storageData ? childElements(storageData, 'Storage') : [];
   if (storages.length === 0) throw invalid(path, 'StorageData/Storage is missing');
   if (storages.length > 1) throw new NotSupported(`The ploop image "${folder}" is split over several storages, which this tool does not support.`);
   const storage = storages[0]!;
-  const blockSizeSectors = parseNumber(text(child(storage, 'Blocksize')) ?? '2048', 'Blocksize', path);
+  const blockSizeSectors = parseNumber(text(only(storage, 'Blocksize', path)) ?? '2048', 'Blocksize', path);
   if (!isValidClusterSectors(blockSizeSectors)) throw invalid(path, `Blocksize ${blockSizeSectors} is not a power of two from 64 to 131072 sectors`);
-  const preallocatedText = text(child(storage, 'Preallocated'));
+  const preallocatedText = text(only(storage, 'Preallocated', path));
   if (preallocatedText !== undefined && preallocatedText !== '0' && preallocatedText !== '1') throw invalid(path, 'Preallocated is neither 0 nor 1');
   const preallocated = preallocatedText === '1';
 
   const images = new Map<string, { file: string; fileText: string; type: ImageType }>();
+  const files = new Map<string, string>();
   for (const image of childElements(storage, 'Image')) {
-    const guid = text(child(image, 'GUID'));
+    const guid = text(only(image, 'GUID', path));
     if (guid === undefined || !GUID_PATTERN.test(guid)) throw invalid(path, `an Image has a missing or malformed GUID "${guid ?? ''}"`);
     if (images.has(guid.toLowerCase())) throw invalid(path, `the image GUID ${guid} appears twice`);
-    const typeText = text(child(image, 'Type')) ?? 'Compressed';
+    const typeText = text(only(image, 'Type', path)) ?? 'Compressed';
     if (typeText !== 'Compressed' && typeText !== 'Plain') throw invalid(path, `image ${guid} has Type "${typeText}", not Compressed or Plain`);
-    const fileText = text(child(image, 'File'));
+    const fileText = only(image, 'File', path)?.textContent ?? undefined;
     if (fileText === undefined) throw invalid(path, `image ${guid} has no File`);
-    images.set(guid.toLowerCase(), { file: resolveInsideFolder(folder, fileText, path), fileText, type: typeText });
+    // ploop takes the name as written: spaces or line breaks around it are part of it for ploop, not for a reader that trims.
+    if (fileText !== fileText.trim()) throw invalid(path, `the File of image ${guid} has white space around its name ${JSON.stringify(fileText)}, which readers take differently`);
+    const file = resolveInsideFolder(folder, fileText, path);
+    const named = files.get(file);
+    if (named !== undefined) throw invalid(path, `the images ${named} and ${guid} name the same file "${fileText}"; a layer can be in a chain once only`);
+    files.set(file, guid);
+    images.set(guid.toLowerCase(), { file, fileText, type: typeText });
   }
   if (images.size === 0) throw invalid(path, 'StorageData/Storage has no Image');
 
-  const snapshots = child(root, 'Snapshots');
+  const snapshots = only(root, 'Snapshots', path);
   if (!snapshots) throw invalid(path, 'Snapshots is missing');
   const parents = new Map<string, string>();
   const temporary = new Set<string>();
   for (const shot of childElements(snapshots, 'Shot')) {
-    const guid = text(child(shot, 'GUID'));
-    const parent = text(child(shot, 'ParentGUID'));
+    const guid = text(only(shot, 'GUID', path));
+    const parent = text(only(shot, 'ParentGUID', path));
     if (guid === undefined || !GUID_PATTERN.test(guid)) throw invalid(path, 'a Shot has a missing or malformed GUID');
     if (parent === undefined || !GUID_PATTERN.test(parent)) throw invalid(path, `Shot ${guid} has a missing or malformed ParentGUID`);
     if (parents.has(guid.toLowerCase())) throw invalid(path, `Shot ${guid} appears twice`);
     parents.set(guid.toLowerCase(), parent.toLowerCase());
     if (child(shot, 'Temporary')) temporary.add(guid.toLowerCase());
   }
-  let top = text(child(snapshots, 'TopGUID'))?.toLowerCase();
+  let top = text(only(snapshots, 'TopGUID', path))?.toLowerCase();
   if (top === undefined) {
     if (!parents.has(PREDEFINED_TOP_GUID)) throw invalid(path, 'Snapshots has no TopGUID and no Shot with the predefined top GUID');
     top = PREDEFINED_TOP_GUID;
@@ -212,26 +254,52 @@ export function readDescriptor(folderOrFile: string): PloopDescriptor {
   let path = resolve(folderOrFile);
   if (statSync(path).isDirectory()) path = join(path, DESCRIPTOR_NAME);
   else if (!path.endsWith(sep + DESCRIPTOR_NAME)) path = join(dirname(path), DESCRIPTOR_NAME);
-  const size = statSync(path).size;
-  if (size > MAX_DESCRIPTOR_BYTES) throw invalid(path, `it is ${size} bytes, far more than a descriptor needs`);
-  const decoded = decodeDescriptor(readFileSync(path), path);
+  // Opened once, no link followed, no FIFO waited on; read through that descriptor, its identity kept for the write.
+  let opened;
+  try {
+    opened = openRegularFile(path);
+  } catch (error) {
+    if (error instanceof FileRefused) throw new NotSupported(`The disk descriptor "${path}" is refused: ${error.detail}; it must be a regular file in the image's folder. Nothing was changed.`);
+    throw error;
+  }
+  let bytes: Buffer;
+  try {
+    const size = opened.stats.size;
+    if (size > MAX_DESCRIPTOR_BYTES) throw invalid(path, `it is ${size} bytes, far more than a descriptor needs`);
+    bytes = readFully(opened.fd, size, 0);
+  } finally {
+    closeSync(opened.fd);
+  }
+  const decoded = decodeDescriptor(bytes, path);
   const descriptor = parseDescriptor(decoded.text, path, { encoding: decoded.encoding, bom: decoded.bom });
+  descriptor.identity = identityOf(opened.stats);
   refuseUnsupported(descriptor);
   const realFolder = realpathSync(descriptor.folder);
-  for (const link of descriptor.chain) {
-    let real: string;
-    try {
-      real = realpathSync(link.file);
-    } catch {
-      throw invalid(path, `the image file "${link.fileText}" does not exist`);
-    }
-    const rel = relative(realFolder, real);
-    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
-      throw invalid(path, `the image file "${link.fileText}" is a link that leads outside the image folder`);
-    }
-    link.file = real;
-  }
+  for (const link of descriptor.chain) link.file = walkInsideFolder(realFolder, link.file, link.fileText, path);
   return descriptor;
+}
+
+/**
+ * The delta's path inside the (real) folder, checked component by component with lstat from the folder down, so
+ * that nothing outside the folder is ever looked at: a symbolic link anywhere on the way is refused unfollowed
+ * (one leading out would make us touch another file; one to another delta would name a layer twice).
+ */
+function walkInsideFolder(realFolder: string, file: string, fileText: string, descriptorPath: string): string {
+  const parts = relative(realFolder, resolve(realFolder, relative(dirname(descriptorPath), file))).split(sep);
+  let at = realFolder;
+  for (const part of parts) {
+    at = join(at, part);
+    let stats;
+    try {
+      stats = lstatSync(at);
+    } catch {
+      throw invalid(descriptorPath, `the image file "${fileText}" does not exist`);
+    }
+    if (stats.isSymbolicLink()) {
+      throw invalid(descriptorPath, `the image file "${fileText}" is a symbolic link (a link that leads outside the image folder, or to another of its files, is never followed); a delta must be a regular file of the folder`);
+    }
+  }
+  return at;
 }
 
 /** Sets a child's text; a missing child is inserted where ploop writes it (descriptor-text.ts PLOOP_ORDER). */
@@ -277,8 +345,8 @@ export function serializeDescriptor(descriptor: PloopDescriptor): string {
  * of an earlier write still beside the descriptor is what a killed run left: it goes first.
  */
 export function writeDescriptor(descriptor: PloopDescriptor): void {
-  for (const stale of findStaleTemporaries(descriptor.path, 'write')) removeIfExists(stale);
+  removeStaleTemporaries(descriptor.path, 'write');
   placeKnownElements(descriptor.document);
   const { encoding, bom } = descriptor.text;
-  writeFileAtomic(descriptor.path, encodeDescriptor(serializeDescriptor(descriptor), encoding, bom));
+  descriptor.identity = writeFileAtomic(descriptor.path, encodeDescriptor(serializeDescriptor(descriptor), encoding, bom), 0o644, descriptor.identity);
 }

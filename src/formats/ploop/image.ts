@@ -2,9 +2,10 @@
 // the chain to (file, offset); recovery of what an interrupted operation left behind.
 import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
 import { type PloopDescriptor, readDescriptor, setDiskSize, writeDescriptor } from './descriptor.js';
-import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, recoverDelta } from './delta.js';
+import { type Delta, type DeltaLayout, clusterHostOffset, closeDelta, openDelta, recoverDelta, requireStillNamed } from './delta.js';
 import { readFully } from '../../util/file-io.js';
 import { clusterBytes, effectiveSizeSectors } from './header.js';
+import type { GuestReader } from '../guest-reader.js';
 
 export interface PloopImage {
   descriptor: PloopDescriptor;
@@ -154,6 +155,24 @@ export function readVirtual(image: PloopImage, offsetBytes: number, length: numb
     done += chunk;
   }
   return out;
+}
+
+/**
+ * Right before a tool that cannot take the open files (the appliance, qemu-img) is given the deltas' names: each
+ * name must still hold the delta that was validated (see requireStillNamed).
+ */
+export function requireChainStillNamed(image: PloopImage, tool: string): void {
+  for (const delta of image.deltas) requireStillNamed(delta, tool);
+}
+
+/** The guest's bytes as the chain shows them, read through the deltas this handle holds open. */
+export function guestReaderOf(image: PloopImage): GuestReader {
+  return {
+    get sizeBytes() {
+      return image.sizeBytes;
+    },
+    read: (offsetBytes, length) => readVirtual(image, offsetBytes, length),
+  };
 }
 
 /** Executors refuse to start on an image that an interrupted operation left behind. */

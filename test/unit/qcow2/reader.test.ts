@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readGuestNatively } from '../../../src/formats/native-read.js';
+import { closePloopImage, guestReaderOf, openPloopImage } from '../../../src/formats/ploop/image.js';
 import { NotReadNatively } from '../../../src/formats/guest-reader.js';
 import { caseFolders } from '../../helpers/dirs.js';
 import { qemuIo as io } from '../../helpers/images.js';
@@ -36,15 +37,15 @@ function scatter(file: string, seed: number): void {
   );
 }
 
-function expectSameAsQemu(file: string, format: 'qcow2' | 'parallels' = 'qcow2'): void {
+function expectSameAsQemu(file: string, format: 'qcow2' | 'parallels' = 'qcow2', read = (offset: number, length: number) => readGuestNatively(file, format, offset, length)): void {
   const raw = `${file}.raw`;
   execFileSync('qemu-img', ['convert', '-f', format, '-O', 'raw', file, raw]);
   const expected = readFileSync(raw);
-  const native = readGuestNatively(file, format, 0, expected.length);
+  const native = read(0, expected.length);
   expect(native.equals(expected)).toBe(true);
   // Unaligned reads that cross cluster boundaries and the disk's end (zeros past it).
   for (const [offset, length] of [[1535 * 1024 + 7, 9000], [2999990, 70020], [SIZE - 1000, 3000]] as const) {
-    const piece = readGuestNatively(file, format, offset, length);
+    const piece = read(offset, length);
     const want = Buffer.alloc(length);
     expected.copy(want, 0, offset, Math.min(expected.length, offset + length));
     expect(piece.equals(want)).toBe(true);
@@ -119,6 +120,12 @@ describe('native qcow2 reader', () => {
     execFileSync('qemu-io', ['-f', 'parallels', '-c', 'write -P 7 0 1500K', '-c', 'write -P 8 9M 3K', '-c', 'write -P 9 24575K 1K', delta], { stdio: 'ignore' });
     settleDelta(delta);
     writeFileSync(join(dir, 'DiskDescriptor.xml'), descriptorXml({ sizeSectors: SIZE / 512, blockSizeSectors: 2048, shots: [{ guid: TOP_GUID, file: 'root.hds', parent: ROOT_PARENT }] }));
-    expectSameAsQemu(delta, 'parallels');
+    const image = openPloopImage(dir);
+    try {
+      const reader = guestReaderOf(image);
+      expectSameAsQemu(delta, 'parallels', (offset, length) => reader.read(offset, length));
+    } finally {
+      closePloopImage(image);
+    }
   });
 });
