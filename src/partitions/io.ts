@@ -39,7 +39,7 @@ export function imageSource(disk: DiskFile, sizeBytes: number): ByteSource {
         bytes = disk.reader !== undefined ? disk.reader.read(offsetBytes, clipped) : readGuestNatively(disk.path, disk.format, offsetBytes, clipped);
       } catch (error) {
         debug(`reading ${clipped} bytes at ${offsetBytes} of "${disk.path}" through qemu-io: the native reader stopped (${(error as Error).message})`);
-        disk.verify?.('qemu-io');
+        disk.verify?.('QEMU');
         bytes = await readGuestBytes(disk.path, disk.format, offsetBytes, clipped);
       }
       bytes.copy(out);
@@ -50,6 +50,6 @@ export function imageSource(disk: DiskFile, sizeBytes: number): ByteSource {
 
 /** Writes the table's sectors in order, in one qemu-io run (one open, one flush at close). */
 export async function writeSectors(disk: DiskFile, writes: readonly SectorWrite[]): Promise<void> {
-  disk.verify?.('qemu-io');
+  disk.verify?.('QEMU');
   await writeGuestBytes(disk.path, disk.format, writes);
 }

@@ -111,7 +111,7 @@ export function committerFor(facts: Pick<DiskFacts, 'image'>, context: Context):
 
 /** The overlay of this image; on a sparse qcow2 its zero-filled clusters are committed as zeros (resize/overlay.ts). */
 export function beginOverlay(facts: Pick<DiskFacts, 'image' | 'disk' | 'plain'>, sizeBytes: number, context: Context): Promise<Overlay> {
-  facts.disk.verify?.('qemu-img');
+  facts.disk.verify?.('QEMU (the overlay)');
   return Overlay.begin(facts.disk, sizeBytes, committerFor(facts, context), { sparseZeroes: facts.image.format === 'qcow2' && !facts.plain });
 }
 
