@@ -22,6 +22,11 @@ export interface OpenOptions {
   ploopChange?: ChainChange;
   /** A dry run opens every file read-only. */
   dryRun?: boolean;
+  /**
+   * The command can work on a running container through the host's ploop (commands/online.ts): a kernel-mounted
+   * image throws KernelMounted for it to catch, in either mode.
+   */
+  online?: boolean;
 }
 
 export interface OpenedImage {
@@ -71,16 +76,34 @@ function lockPathFor(ref: ImageRef, mode: OpenMode): string {
   return ref.lockPath;
 }
 
+/**
+ * A running container: the kernel has the image mounted. Thrown only to a caller that asked for it (`online`),
+ * after the lock is released (the host's ploop takes DiskDescriptor.xml.lck itself); to anyone else it is the
+ * in-use refusal it extends.
+ */
+export class KernelMounted extends ToolError {
+  constructor(
+    message: string,
+    readonly devices: readonly string[],
+    readonly descriptorPath: string,
+    readonly deltas: readonly string[],
+    readonly clusterBytes: number,
+  ) {
+    super('in-use', message);
+    this.name = 'KernelMounted';
+  }
+}
+
 /** A running container's deltas are the kernel's (or a process's): never change or "recover" them under it. */
-function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void): void {
+function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void, online: boolean): void {
   const deltas = descriptor.chain.map((link) => link.file);
   const devices = kernelMountsOf(deltas);
   const writers = writersOf(deltas);
   if (devices.length === 0 && writers.length === 0) return;
   const holder = devices.length > 0 ? `mounted by the kernel as ${devices.join(', ')} (a running container)` : `open for writing by process ${writers.join(', ')}`;
-  if (mode === 'modify') {
-    throw new ToolError('in-use', `The ploop image "${hdd}" is ${holder}; stop the container (or that process) first, then try again. Nothing was changed.`);
-  }
+  const refusal = `The ploop image "${hdd}" is ${holder}; stop the container (or that process) first, then try again. Nothing was changed.`;
+  if (devices.length > 0 && (online || mode === 'modify')) throw new KernelMounted(refusal, devices, descriptor.path, deltas, descriptor.blockSizeSectors * 512);
+  if (mode === 'modify') throw new ToolError('in-use', refusal);
   notice(`The ploop image "${hdd}" is ${holder}; the numbers below may be stale.`);
 }
 
@@ -118,7 +141,7 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
   const change = mode === 'query' ? 'none' : (options.ploopChange ?? 'top');
   const handle = openPloopImage(descriptor, { change, write: change !== 'none' && options.dryRun !== true });
   try {
-    checkPloopHolders(descriptor, mode, hdd, notice);
+    checkPloopHolders(descriptor, mode, hdd, notice, options.online === true);
   } catch (error) {
     closePloopImage(handle);
     throw error;

@@ -2,7 +2,7 @@
 // dropping clusters from the BAT). --dry-run measures the same in a throwaway overlay and changes nothing.
 import type { ChangeFacts, ChangeReport } from '../report.js';
 import type { Context } from '../context.js';
-import { openImage } from '../open.js';
+import { openOrDelegate } from '../online.js';
 import type { PloopImage, Qcow2Image } from '../../formats/image.js';
 import { hostBytesOf } from '../../formats/ploop/delta.js';
 import { formatBytes } from '../../util/units.js';
@@ -80,7 +80,9 @@ async function runPloop(opened: PloopImage, dryRun: boolean, context: Context): 
 
 export async function compact(hdd: string, dryRun: boolean, context: Context): Promise<ChangeReport> {
   // --dry-run takes the same exclusive lock: the estimate must not race a change.
-  const opened = await openImage(hdd, 'modify', context.notice, { dryRun });
+  const session = await openOrDelegate(hdd, { kind: 'compact' }, { dryRun }, context);
+  if ('report' in session) return session.report;
+  const opened = session.opened;
   try {
     const image = opened.image;
     if (!dryRun) {

@@ -2,7 +2,7 @@
 import type { MergeRequest } from '../request.js';
 import type { Context } from '../context.js';
 import type { ChangeReport } from '../report.js';
-import { openImage } from '../open.js';
+import { openOrDelegate } from '../online.js';
 import type { Qcow2Image } from '../../formats/image.js';
 import { check, infoChain, freeLeaks, repairCopiedFlags, type Snapshot } from '../../formats/qcow2/qemu-img.js';
 import { describePlan, executePlan, type Plan } from '../../plan/plan.js';
@@ -108,7 +108,9 @@ async function mergeSnapshots(image: Qcow2Image, request: MergeRequest, context:
 
 /** Opens the image once; the format and --external pick the branch, which works on the opened session. */
 export async function runMerge(request: MergeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify', context.notice, { ploopChange: 'merge', dryRun: request.dryRun });
+  const session = await openOrDelegate(request.hdd, { kind: 'merge' }, { ploopChange: 'merge', dryRun: request.dryRun }, context);
+  if ('report' in session) return session.report;
+  const opened = session.opened;
   try {
     if (opened.image.format === 'ploop') return await mergePloop(opened, request, context);
     if (request.external) return await mergeExternal(opened, request, context);

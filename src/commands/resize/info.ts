@@ -2,7 +2,8 @@
 // resizing the last partition. Read-only, shared lock; the appliance starts only when a filesystem must be read.
 import type { Context } from '../context.js';
 import type { ResizeInfoReport } from '../report.js';
-import { openImage } from '../open.js';
+import { KernelMounted, openImage } from '../open.js';
+import { mountedSizes } from '../../formats/ploop/mounted.js';
 import { assertConsistent, readDiskFacts, snapshotNotice, type DiskFacts } from './facts.js';
 import { guestDrive } from '../../formats/image.js';
 import { GuestSession, type Drive } from '../../guest/session.js';
@@ -86,8 +87,20 @@ export function sizeLimits(facts: DiskFacts, measured: Measured | { unsupported:
   return { minimumBytes: minimum, minimumKeepLastPartitionBytes: keep, contentMinimumBytes: measured.minimumBytes, warnings: measured.warnings };
 }
 
+/** A running container: the sizes the kernel and the mounted filesystem show (formats/ploop/mounted.ts), as the original read them. */
+function mountedInfo(mounted: KernelMounted, hdd: string): ResizeInfoReport {
+  const sizes = mountedSizes(mounted.devices[0]!, mounted.clusterBytes, hdd);
+  return { kind: 'resize-info', sizeBytes: sizes.sizeBytes, minimumBytes: sizes.minimumBytes, minimumKeepLastPartitionBytes: sizes.minimumKeepLastPartitionBytes, warnings: [] };
+}
+
 export async function resizeInfo(hdd: string, context: Context): Promise<ResizeInfoReport> {
-  const opened = await openImage(hdd, 'query', context.notice);
+  let opened;
+  try {
+    opened = await openImage(hdd, 'query', context.notice, { online: true });
+  } catch (error) {
+    if (error instanceof KernelMounted) return mountedInfo(error, hdd);
+    throw error;
+  }
   let session: GuestSession | undefined;
   let overlay: Overlay | undefined;
   try {

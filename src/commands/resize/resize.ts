@@ -3,7 +3,7 @@
 import type { Context } from '../context.js';
 import type { ResizeRequest } from '../request.js';
 import type { ChangeReport } from '../report.js';
-import { openImage } from '../open.js';
+import { openOrDelegate } from '../online.js';
 import { assertConsistent, readDiskFacts, diskFile, refuseSnapshots } from './facts.js';
 import { measureContent, sizeLimits } from './info.js';
 import { contentMustShrink, describeStep, planResize, type ResizePlan, type SizeLimits } from './plan.js';
@@ -51,7 +51,9 @@ export function rollbackFailedMessage(hdd: string, fromBytes: number, grownBytes
 }
 
 export async function resize(request: ResizeRequest, context: Context): Promise<ChangeReport> {
-  const opened = await openImage(request.hdd, 'modify', context.notice, { dryRun: request.dryRun });
+  const session = await openOrDelegate(request.hdd, { kind: 'resize', sizeBytes: request.sizeBytes }, { dryRun: request.dryRun }, context);
+  if ('report' in session) return session.report;
+  const opened = session.opened;
   const state: ResizeState = {};
   try {
     let image = opened.image;

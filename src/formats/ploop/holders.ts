@@ -8,7 +8,7 @@ import { join } from 'node:path';
  * sysfs root; PRL_DISK_TOOL_SYSFS points it elsewhere, for tests only: the development and CI machines have
  * no ploop module, so tests lay out a fake /sys/block/ploopN/pdelta/M/image tree.
  */
-function sysfsRoot(): string {
+export function sysfsRoot(): string {
   return process.env.PRL_DISK_TOOL_SYSFS ?? '/sys';
 }
 
