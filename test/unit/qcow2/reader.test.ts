@@ -101,6 +101,17 @@ describe('native qcow2 reader', () => {
     });
   }
 
+  it('leaves a zero flag in a version 2 image (corruption to QEMU) to qemu-io', () => {
+    const file = join(fresh(), 'v2.qcow2');
+    create(file, 'compat=0.10,cluster_size=65536', '4M');
+    io(file, 'write -P 7 0 128K');
+    const bytes = readFileSync(file);
+    const l2 = Number(bytes.readBigUInt64BE(Number(bytes.readBigUInt64BE(40))) & 0x00fffffffffffe00n);
+    bytes.writeBigUInt64BE(bytes.readBigUInt64BE(l2) | 1n, l2);
+    writeFileSync(file, bytes);
+    expect(() => readGuestNatively(file, 'qcow2', 0, 4096)).toThrow(NotReadNatively);
+  });
+
   it('reads a raw base and zeros past a base shorter than its overlay', () => {
     const dir = fresh();
     const base = join(dir, 'base.raw');
