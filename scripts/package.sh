@@ -38,7 +38,7 @@ ln -s prl_disk_tool.8.gz "$stage/usr/share/man/man8/prl-disk-tool.8.gz"
 cp README.md "$stage/usr/share/doc/$name/"
 
 # The tools the product runs (README "Install"); nodejs from NodeSource or any source of a node >= 20.
-depends="nodejs (>= 20), nodejs (<< $((node_major + 1))), qemu-utils, qemu-system-x86, libguestfs-tools, libguestfs-xfs, guestfs-tools, linux-image-amd64 | linux-image-generic, e2fsprogs, xfsprogs, btrfs-progs, ntfs-3g, fdisk, gdisk, lvm2, util-linux"
+depends="nodejs (>= 20), nodejs (<< $((node_major + 1))), qemu-utils, qemu-system-x86, libguestfs-tools, libguestfs-xfs, guestfs-tools, linux-image-amd64 | linux-image-generic, e2fsprogs, xfsprogs, btrfs-progs, ntfs-3g, fdisk, gdisk, lvm2, util-linux, attr"
 
 build_deb() {
   root="$out/deb-root"

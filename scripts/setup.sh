@@ -3,7 +3,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="qemu-utils qemu-system-x86 libguestfs-tools libguestfs-xfs guestfs-tools linux-image-amd64 e2fsprogs xfsprogs btrfs-progs ntfs-3g fdisk gdisk lvm2 util-linux man-db ploop strace rpm"
+PACKAGES="qemu-utils qemu-system-x86 libguestfs-tools libguestfs-xfs guestfs-tools linux-image-amd64 e2fsprogs xfsprogs btrfs-progs ntfs-3g fdisk gdisk lvm2 util-linux man-db attr acl ploop strace rpm"
 
 missing=""
 for package in $PACKAGES; do

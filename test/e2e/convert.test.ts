@@ -2,7 +2,7 @@
 // with qemu-img compare against a copy made before, refusals and --dry-run change no byte, kill -9 and SIGINT
 // mid-copy leave the image untouched and no temporary behind the next run.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, qemuIo, info, identical, allocated, sums } from '../helpers/images.js';
@@ -60,6 +60,48 @@ describe('convert on qcow2', () => {
     expect(info(file)['cluster-size']).toBe(131072);
     checkClean(file);
     expect(readdirSync(dir).sort()).toEqual(['flat.ref', 'vm.qcow2']);
+  });
+
+  it('--plain and --expanding keep what the file carried: owner, mode, user./trusted./security. attributes, the POSIX ACL', async () => {
+    const dir = freshDir();
+    const file = buildImage(dir);
+    const tool = (cmd: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } => spawnSync(cmd, args, { encoding: 'utf8' });
+    const must = (cmd: string, ...args: string[]): string => {
+      const result = tool(cmd, ...args);
+      expect(result.status, `${cmd} ${args.join(' ')}: ${result.stderr}`).toBe(0);
+      return result.stdout;
+    };
+    chownSync(file, 4321, 8765);
+    chmodSync(file, 0o2640);
+    must('setfattr', '-n', 'user.vm-owner', '-v', 'tenant 42', file);
+    must('setfattr', '-n', 'trusted.overlay.opaque', '-v', '0x00ff7f', file);
+    must('setfacl', '-m', 'u:1234:rw,g:2345:r', file);
+    // An SELinux-style label, where the filesystem takes one (without an SELinux policy the kernel stores it as is).
+    const labelled = tool('setfattr', '-n', 'security.selinux', '-v', 'system_u:object_r:svirt_image_t:s0', file).status === 0;
+    if (!labelled) console.warn('this filesystem takes no security.selinux attribute: that part is not checked here');
+    // The independent account: getfattr's dump of every namespace (the ACL is system.posix_acl_access), getfacl, stat.
+    const carried = (): string[] => [
+      must('getfattr', '--absolute-names', '-d', '-m', '-', '-e', 'hex', file).split('\n').slice(1).join('\n'),
+      must('getfacl', '-cn', file),
+      must('stat', '-c', '%u %g %a', file),
+    ];
+    const before = carried();
+    expect(before[0]).toMatch(/user\.vm-owner=0x74656e616e74203432/);
+    expect(before[0]).toMatch(/trusted\.overlay\.opaque=0x00ff7f/);
+    expect(before[0]).toMatch(/system\.posix_acl_access=/);
+    if (labelled) expect(before[0]).toMatch(/security\.selinux=/);
+    // The set-gid bit survives too (chown clears it); the group bits are the ACL's mask (rw).
+    expect(before[2]).toBe('4321 8765 2660\n');
+    const inode = statSync(file).ino;
+    for (const target of ['--plain', '--expanding']) {
+      const result = await cli('convert', target, '--hdd', file);
+      expect(result.status, result.stderr).toBe(0);
+      expect(result.stderr).toBe('');
+      expect(carried(), target).toEqual(before);
+    }
+    // The copy-and-rename did happen (a new inode), so the attributes were carried, not left in place.
+    expect(statSync(file).ino).not.toBe(inode);
+    checkClean(file);
   });
 
   it('refuses a backing file, internal snapshots, an image in use, a locked image; --dry-run; none changes a byte', async () => {

@@ -2,7 +2,7 @@
 import type { Context } from '../context.js';
 import { map, parseProgress, qemuImg, check } from '../../formats/qcow2/qemu-img.js';
 import { readLayer } from '../../formats/qcow2/layers.js';
-import { copyOwnership } from '../../util/host-files.js';
+import { carryOver } from '../../util/host-files.js';
 import type { Plan } from '../../plan/plan.js';
 import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '../../util/atomic.js';
 import { onExit } from '../../util/cancel.js';
@@ -152,7 +152,7 @@ export async function runConvertStep(step: ConvertStep, context: Context, cleanu
       return;
     }
     case 'replace':
-      copyOwnership(step.path, step.temp);
+      await carryOver(step.path, step.temp);
       // Our exclusive lock is on the old inode; the copy's inode is locked too before it takes the name.
       adopt(step.temp);
       commitRename(step.temp, step.path);

@@ -2,7 +2,7 @@
 import { dirname } from 'node:path';
 import type { Context } from '../context.js';
 import { inUseByOther } from '../../formats/qcow2/layers.js';
-import { copyOwnership } from '../../util/host-files.js';
+import { carryOver } from '../../util/host-files.js';
 import { freeLeaks, isLockFailure } from '../../formats/qcow2/qemu-img.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
 import { commitChainInto, freeingLeaksIfInterrupted, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
@@ -90,7 +90,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       fsyncPath(step.base);
       return;
     case 'replace-top':
-      copyOwnership(step.top, step.base);
+      await carryOver(step.top, step.base);
       commitRename(step.base, step.top);
       if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
       return;
