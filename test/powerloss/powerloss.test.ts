@@ -1,7 +1,8 @@
 // Power-loss simulation (docs/testing.md): each modifying operation runs once under the recording shim, then crash
 // states built from its log (a sync point plus any subset of the later unsynced writes, sector by sector; names not
 // yet made durable by a folder fsync undone) are each given to the same command again, which must complete it:
-// exit 0, the same guest content as the recorded run's result, clean checks, no in-use mark, no stray files.
+// exit 0, the same guest content as the recorded run's result, clean checks, no in-use mark, no stray files. Before
+// the rerun each state is judged by itself too (invariants.ts): the rerun repairs some wrong orders.
 // CI runs a fixed sample per operation; PRL_POWERLOSS_FULL=1 runs 200 states per operation.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { cloneImage, runCli } from '../reliability/harness.js';
 import { hostOps, type HostOp } from '../reliability/host-cells.js';
 import { completed, info, standard } from '../reliability/images.js';
 import { SAMPLED_STATES, SAMPLE_SEED, materialize, sampleStates, timeline, type CrashState } from './crash.js';
+import { crashStateProblems } from './invariants.js';
 import { recordRun } from './log.js';
 
 /** A regular expression choosing operations by label ("ploop resize grow"), for re-planted mutations. */
@@ -191,9 +193,13 @@ describe(`power loss (seed ${SAMPLE_SEED}, ${SAMPLED_STATES} states per operatio
     const acknowledged = relocate(pristine, pristineDir, stateDir);
     const lost = durable(op, acknowledged, reference);
     if (lost.length > 0) failures.push(`after the run exited 0, a power cut loses: ${lost.join('; ')}`);
+    const pristineFiles = files(pristineDir);
+    const referenceFiles = files(referenceDir);
     for (const [i, state] of states.entries()) {
       materialize(t, pristineDir, state, stateDir);
       const image = relocate(pristine, pristineDir, stateDir);
+      const alone = crashStateProblems(image.format, image.hdd, stateDir, pristineFiles, referenceFiles);
+      if (alone.length > 0) failures.push(`state ${i} ${describeState(state, recorded.ops.length)} before the rerun: ${alone.join('; ')}`);
       const rerun = await runCli(op.args(image));
       const found = rerun.code === 0 ? problems(op, image, reference, stateDir, referenceDir) : [`the rerun exited ${rerun.code}: ${rerun.stderr.trim().split('\n').slice(-3).join(' | ')}`];
       if (found.length > 0) failures.push(`state ${i} ${describeState(state, recorded.ops.length)}: ${found.join('; ')}`);

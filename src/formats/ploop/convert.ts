@@ -62,8 +62,8 @@ export function describeConvertPlan(plan: ConvertPlan): string[] {
     ];
   }
   return [
-    `Release ${plan.compact!.releasedClusters} all-zero clusters and compact the delta, freeing ${plan.compact!.reclaimedBytes} bytes.`,
     'Remove Preallocated from DiskDescriptor.xml.',
+    `Release ${plan.compact!.releasedClusters} all-zero clusters and compact the delta, freeing ${plan.compact!.reclaimedBytes} bytes.`,
   ];
 }
 
@@ -82,9 +82,12 @@ export function executeConvert(image: PloopImage, plan: ConvertPlan, options: { 
     }
     clearInUse(delta);
     setPreallocated(image.descriptor, true);
+    writeDescriptor(image.descriptor);
   } else {
-    executeCompact(image, plan.compact!, options);
+    // The descriptor first: a power cut between the two leaves a valid expanding image with every cluster still
+    // allocated (the next convert compacts it), never a Preallocated descriptor over released clusters.
     setPreallocated(image.descriptor, false);
+    writeDescriptor(image.descriptor);
+    executeCompact(image, plan.compact!, options);
   }
-  writeDescriptor(image.descriptor);
 }
