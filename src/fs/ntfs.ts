@@ -18,6 +18,11 @@ export function probeNtfs(head: Buffer): FsProbe | undefined {
   return { type: 'ntfs', sizeBytes: (totalSectors + 1) * bytesPerSector, blockBytes: clusterSectors * bytesPerSector };
 }
 
+/** Room above ntfsresize's own minimum, so that "resize to Minimum succeeds" holds (docs/resize.md). */
+export const NTFS_MARGIN_BYTES = 16 * MiB;
+/** A dirty volume has no ntfsresize estimate: its used space plus this much (with the CHKDSK advice). */
+export const NTFS_DIRTY_MARGIN_BYTES = 64 * MiB;
+
 export const ntfs: Filesystem = {
   type: 'ntfs',
   noun: 'an NTFS filesystem',
@@ -27,7 +32,7 @@ export const ntfs: Filesystem = {
   async measure({ guest, device }, probe) {
     try {
       const minimum = await vfsMinimumSize(guest, device);
-      return { minimumBytes: minimum + 16 * MiB, warnings: [] };
+      return { minimumBytes: minimum + NTFS_MARGIN_BYTES, warnings: [] };
     } catch (error) {
       // ntfsresize refuses a volume marked dirty; the used space is the honest fallback.
       try {
@@ -35,7 +40,7 @@ export const ntfs: Filesystem = {
         const vfs = await statvfs(guest, '/');
         await unmountAll(guest);
         const used = (vfs.blocks - vfs.freeBlocks) * vfs.blockSize;
-        return { minimumBytes: Math.min(probe.sizeBytes, used + 64 * MiB), warnings: [NTFS_DIRTY_WARNING, CHKDSK_HINT] };
+        return { minimumBytes: Math.min(probe.sizeBytes, used + NTFS_DIRTY_MARGIN_BYTES), warnings: [NTFS_DIRTY_WARNING, CHKDSK_HINT] };
       } catch {
         throw error;
       }
