@@ -3,22 +3,14 @@
 // stderr, and leaves the folder byte-identical: nothing removed, completed, recovered or added (the ploop lock file
 // excepted). One appliance start: compact -n on the ploop folder.
 import { execFileSync } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { caseFolders } from '../helpers/dirs.js';
-import { ploopDelta, ploopFolder, qcow2, writeAt } from '../helpers/hostile-images.js';
+import { mergeNote, ploopDelta, ploopFolder, qcow2, writeAt } from '../helpers/hostile-images.js';
 import { fingerprint, fingerprintDiff } from '../reliability/harness.js';
 import { cli } from './resize-support.js';
 
 const { fresh } = caseFolders('prl-dry-leftovers-');
-
-/** A merge note in our format for `top` (named `topName` in its folder), listing `intermediates`. */
-function note(folder: string, topName: string, intermediates: string[]): void {
-  const id = statSync(join(folder, topName), { bigint: true });
-  const body = { writer: 'prl-disk-tool merge --external', version: 2, top: { name: topName, dev: String(id.dev), ino: String(id.ino) }, intermediates };
-  writeFileSync(join(folder, `.${topName}.merge-leftovers-0123abcd.prl-tmp`), JSON.stringify(body));
-}
 
 /** What a killed run of each command leaves beside `image`: temporaries with our names (content: a qcow2 overlay). */
 function staleTemporaries(folder: string, image: string): void {
@@ -49,7 +41,7 @@ describe('dry runs with leftovers present leave the folder byte-identical', () =
     const disk = qcow2(join(folder, 'disk.qcow2'));
     execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 4M', disk], { stdio: 'ignore' });
     qcow2(join(folder, 'layer1.qcow2'));
-    note(folder, 'disk.qcow2', ['layer1.qcow2']);
+    mergeNote(folder, 'disk.qcow2', ['layer1.qcow2']);
     staleTemporaries(folder, 'disk.qcow2');
     await expectDryRunsKeep(folder, disk, [
       ['resize', '--size', '128M', '-n'],
@@ -69,7 +61,7 @@ describe('dry runs with leftovers present leave the folder byte-identical', () =
     // The in-use mark of an interrupted change ("Ynot" at byte 44): only a real run may recover it.
     writeAt(delta, 44, Buffer.from('Ynot', 'latin1'));
     ploopDelta(join(folder, 'root.hds.merged'));
-    note(folder, 'root.hds', ['root.hds.merged']);
+    mergeNote(folder, 'root.hds', ['root.hds.merged']);
     staleTemporaries(folder, 'root.hds');
     return folder;
   }

@@ -2,11 +2,10 @@
 // run that first completes what an interrupted one left (a ploop delta in use, a merge's leftovers, a note it must
 // ignore) says so on stdout, and only there. No appliance.
 import { execFileSync } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { caseFolders } from '../helpers/dirs.js';
-import { ploopDelta, ploopFolder, qcow2, writeAt } from '../helpers/hostile-images.js';
+import { mergeNote, ploopDelta, ploopFolder, qcow2, writeAt } from '../helpers/hostile-images.js';
 import { cli } from './resize-support.js';
 
 const { fresh } = caseFolders('prl-stderr-success-');
@@ -17,12 +16,6 @@ function inUsePloop(): string {
   execFileSync('qemu-io', ['-f', 'parallels', '-c', 'write -P 0x22 0 4M', delta], { stdio: 'ignore' });
   writeAt(delta, 44, Buffer.from('Ynot', 'latin1'));
   return folder;
-}
-
-function note(folder: string, topName: string, body: unknown): void {
-  const id = statSync(join(folder, topName), { bigint: true });
-  const text = typeof body === 'string' ? body : JSON.stringify({ writer: 'prl-disk-tool merge --external', version: 2, top: { name: topName, dev: String(id.dev), ino: String(id.ino) }, intermediates: body });
-  writeFileSync(join(folder, `.${topName}.merge-leftovers-0123abcd.prl-tmp`), text);
 }
 
 async function succeedsQuietly(args: string[], says: RegExp): Promise<void> {
@@ -43,7 +36,7 @@ describe('a success writes nothing on stderr, also when it completes an interrup
     const folder = ploopFolder(fresh());
     ploopDelta(join(folder, 'root.hds'));
     ploopDelta(join(folder, 'root.hds.merged'));
-    note(folder, 'root.hds', ['root.hds.merged']);
+    mergeNote(folder, 'root.hds', ['root.hds.merged']);
     await succeedsQuietly(['merge', '--hdd', folder], /interrupted merge left/);
   });
 
@@ -53,9 +46,9 @@ describe('a success writes nothing on stderr, also when it completes an interrup
     const top = qcow2(join(folder, 'top.qcow2'));
     execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 0 1M', top], { stdio: 'ignore' });
     qcow2(join(folder, 'layer1.qcow2'));
-    note(folder, 'top.qcow2', ['layer1.qcow2']);
+    mergeNote(folder, 'top.qcow2', ['layer1.qcow2']);
     await succeedsQuietly(['merge', '--external', '--hdd', top], /Removed 1 intermediate image\(s\) that an interrupted merge --external left/);
-    note(folder, 'top.qcow2', '{"intermediates": "not a list"}');
+    mergeNote(folder, 'top.qcow2', '{"intermediates": "not a list"}');
     await succeedsQuietly(['merge', '--external', '--hdd', top], /Ignored the note .*nothing it names was removed/);
   });
 });

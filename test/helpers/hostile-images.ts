@@ -1,7 +1,7 @@
 // Hand-crafted hostile images for the confinement tests: qcow2 header fields and extensions written natively
 // (offsets from QEMU's docs/interop/qcow2.txt), ploop folders with tampered descriptors, FIFOs, sockets, devices.
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BASE_GUID, descriptorXml, ROOT_PARENT, TOP_GUID } from './ploop.js';
 
@@ -148,4 +148,16 @@ export function ploopFolder(folder: string, files: readonly string[] = ['root.hd
   mkdirSync(folder, { recursive: true });
   writeFileSync(join(folder, 'DiskDescriptor.xml'), ploopDescriptor(files, tweak));
   return folder;
+}
+
+/**
+ * A merge --external leftovers note beside `topName` in `folder`, under the name our tool gives it: `body` lists the
+ * intermediates (written in our format, with the top's identity), or is a text written as is (a note not ours).
+ */
+export function mergeNote(folder: string, topName: string, body: readonly string[] | string): string {
+  const id = statSync(join(folder, topName), { bigint: true });
+  const text = typeof body === 'string' ? body : JSON.stringify({ writer: 'prl-disk-tool merge --external', version: 2, top: { name: topName, dev: String(id.dev), ino: String(id.ino) }, intermediates: body });
+  const path = join(folder, `.${topName}.merge-leftovers-0123abcd.prl-tmp`);
+  writeFileSync(path, text);
+  return path;
 }
