@@ -10,8 +10,8 @@ import { caseFolders } from '../helpers/dirs.js';
 import { cli, MiB, resize } from './resize-support.js';
 import { readDiskFacts } from '../../src/commands/resize/facts.js';
 import { sizeLimits } from '../../src/commands/resize/info.js';
-import { guestDrive, loadImage } from '../../src/formats/image.js';
-import { resolveHdd } from '../../src/formats/resolve.js';
+import { openImage } from '../../src/commands/open.js';
+import { guestDrive } from '../../src/formats/image.js';
 import { GuestSession } from '../../src/guest/session.js';
 
 const { fresh } = caseFolders('prl-info-native-');
@@ -31,16 +31,20 @@ async function nativeInfo(hdd: string): Promise<NativeInfo> {
 
 /** The appliance path exactly as resize --info took it before issue 24: the filesystem's measure() in a guest. */
 async function applianceLimits(hdd: string): Promise<{ minimumBytes: number; minimumKeepLastPartitionBytes: number }> {
-  const image = await loadImage(resolveHdd(hdd));
-  const facts = await readDiskFacts(image);
-  const content = facts.content!;
-  const guest = await GuestSession.launch([guestDrive(image, true)]);
+  const opened = await openImage(hdd, 'query');
   try {
-    const measured = await content.fs.measure({ guest, device: facts.guestDevice }, content.probe);
-    const limits = sizeLimits(facts, measured);
-    return { minimumBytes: limits.minimumBytes, minimumKeepLastPartitionBytes: limits.minimumKeepLastPartitionBytes };
+    const facts = await readDiskFacts(opened.image);
+    const content = facts.content!;
+    const guest = await GuestSession.launch([guestDrive(opened.image, true)]);
+    try {
+      const measured = await content.fs.measure({ guest, device: facts.guestDevice }, content.probe);
+      const limits = sizeLimits(facts, measured);
+      return { minimumBytes: limits.minimumBytes, minimumKeepLastPartitionBytes: limits.minimumKeepLastPartitionBytes };
+    } finally {
+      await guest.close();
+    }
   } finally {
-    await guest.close();
+    opened.lock.release();
   }
 }
 
