@@ -4,6 +4,7 @@
 import { accessSync, constants, existsSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { resolveHdd, type ImageRef } from '../formats/resolve.js';
+import { accessible } from '../util/host-files.js';
 import { NotSupported, Refused, ToolError } from '../util/errors.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
@@ -61,18 +62,9 @@ function requireWritable(paths: readonly string[], hdd: string): void {
   }
 }
 
-function writable(path: string): boolean {
-  try {
-    accessSync(path, constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** ploop's lock file is created on first use; in a folder nobody may write to, a query locks the descriptor itself. */
 function lockPathFor(ref: ImageRef, mode: OpenMode): string {
-  if (ref.format === 'ploop' && mode === 'query' && !existsSync(ref.lockPath) && !writable(ref.folder)) return ref.descriptorPath;
+  if (ref.format === 'ploop' && mode === 'query' && !existsSync(ref.lockPath) && !accessible(ref.folder, constants.W_OK)) return ref.descriptorPath;
   return ref.lockPath;
 }
 

@@ -1,6 +1,6 @@
 // Host facts about files that replace one another: what the file carried (owner, mode, extended attributes,
-// ACLs) carried over, same filesystem for rename.
-import { chownSync, chmodSync, statSync } from 'node:fs';
+// ACLs) carried over, same filesystem for rename; and whether a file may be accessed.
+import { accessSync, chownSync, chmodSync, statSync } from 'node:fs';
 import { CommandFailed, run } from './exec.js';
 
 /**
@@ -40,4 +40,14 @@ export async function carryOver(model: string, target: string): Promise<void> {
 /** True when both paths live on the same filesystem, so that a rename between them is atomic. */
 export function sameFilesystem(a: string, b: string): boolean {
   return statSync(a).dev === statSync(b).dev;
+}
+
+/** True when this process may access `path` as `mode` asks (fs.constants.W_OK, X_OK, ...). */
+export function accessible(path: string, mode: number): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
 }

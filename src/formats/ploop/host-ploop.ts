@@ -1,10 +1,11 @@
 // The host's ploop tool, which changes a running container's image online, in the kernel. Our engine never
 // writes a delta the kernel holds; for a mounted image resize, compact and merge run ploop with the arguments the
 // original prl_disk_tool 7.0.21 exec'd (CommandCt.cpp, Resize/Compact/MergeSnapshots::executePloop; docs/ploop.md).
-import { accessSync, constants, existsSync } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandFailed, quoteArgv, run } from '../../util/exec.js';
 import { ToolError } from '../../util/errors.js';
+import { accessible } from '../../util/host-files.js';
 import { debug } from '../../util/log.js';
 import { KiB, MiB } from '../../util/units.js';
 import { sysfsRoot } from './holders.js';
@@ -35,20 +36,11 @@ export function hostPloopArgv(change: OnlineChange, descriptorPath: string): str
   return [hostPloopPath(), ...args];
 }
 
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** What the host lacks to change a mounted image online, as phrases for one sentence; empty when nothing. */
 export function missingForOnline(): string[] {
   const missing: string[] = [];
   const tool = hostPloopPath();
-  if (!executable(tool)) missing.push(`the host's ploop tool (${tool}) is not installed`);
+  if (!accessible(tool, constants.X_OK)) missing.push(`the host's ploop tool (${tool}) is not installed`);
   const module = join(sysfsRoot(), 'module', 'ploop');
   if (!existsSync(module)) missing.push(`the ploop kernel module is not loaded (${module} is absent)`);
   return missing;
