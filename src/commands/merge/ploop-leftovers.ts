@@ -4,11 +4,10 @@
 // its folder) before the descriptor commit, and the next run removes what a note lists, but only a file that is
 // still a ploop delta and that the descriptor no longer names anywhere: while the chain is in the descriptor,
 // its deltas are the image, whatever a note says.
-import { closeSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { PloopImage } from '../../formats/ploop/image.js';
 import type { Delta } from '../../formats/ploop/delta.js';
-import { stillNames } from '../../util/safe-file.js';
+import { FileRefused, readRegularFileHead, stillNames } from '../../util/safe-file.js';
 import { serializeDescriptor } from '../../formats/ploop/descriptor.js';
 import { SIGNATURE_V1, SIGNATURE_V2 } from '../../formats/ploop/header.js';
 import { fsyncDirectoryOf, removeIfExists } from '../../util/atomic.js';
@@ -21,15 +20,15 @@ export interface PloopLeftovers {
   paths: string[];
 }
 
+/** Read without following a link or waiting on a FIFO (the name was checked, but it may be swapped since). */
 function isPloopDelta(path: string): boolean {
-  const signature = Buffer.alloc(16);
-  const fd = openSync(path, 'r');
+  let text: string;
   try {
-    readSync(fd, signature, 0, 16, 0);
-  } finally {
-    closeSync(fd);
+    text = readRegularFileHead(path, 16).head.toString('latin1');
+  } catch (error) {
+    if (error instanceof FileRefused) return false;
+    throw error;
   }
-  const text = signature.toString('latin1');
   return text === SIGNATURE_V1 || text === SIGNATURE_V2;
 }
 
