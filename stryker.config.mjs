@@ -16,7 +16,6 @@ export default {
     'src/formats/ploop/bat.ts',
     'src/formats/ploop/header.ts',
     'src/commands/resize/minimum.ts',
-    'src/fs/types.ts',
   ],
   ignorePatterns: ['dist', 'reports', '.bench-dist', 'work-images', 'bench', 'man'],
   reporters: ['clear-text', 'progress', 'json', 'html'],

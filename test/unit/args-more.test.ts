@@ -3,6 +3,7 @@
 // messages of the parser's errors.
 import { describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../../src/cli/args.js';
+import { type Spelling, spellOut } from '../../src/cli/args-spelling.js';
 import { UsageError } from '../../src/util/errors.js';
 
 const parse = (line: string) => parseCommandLine(line.split(' ').filter(Boolean));
@@ -50,7 +51,13 @@ describe('invalid command lines, with their exact messages', () => {
     ['resize --hdd d --size 1G --e', 'The option --e is ambiguous: it may be --expanding or --external; write it out.'],
     ['--e resize --hdd d', 'Unknown option "--e".'],
     ['--ext resize --hdd d', 'The option --external must follow the operation word: write the operation (resize, compact, merge or convert) first.'],
-    ['resize --hdd d --size 1G -- --force', 'Unexpected argument "--force".'],
+    // After "--" nothing is an option, and no prefix is spelled out.
+    ['resize --hdd d --size 1G -- --forc', 'Unexpected argument "--forc".'],
+    // The first word that is not an option is the operation: a short option before it is not, a later word is not.
+    ['-v --hdd d resize --size 1G', 'The option --hdd must follow the operation word: write the operation (resize, compact, merge or convert) first.'],
+    ['merge extra --e', 'Unexpected argument "extra".'],
+    ['resize --hdd d --size 1G --dry-run=1', 'The option --dry-run does not take a value.'],
+    ['resize --hdd d --info=yes', 'The option --info does not take a value.'],
     ['merge --hdd d --ext=yes', 'The option --external does not take a value.'],
     ['resize --hdd d -n=1 --size 1G', 'Unknown option "-=".'],
     ['resize -i --hdd d --units', 'The option --units needs a value.'],
@@ -81,4 +88,29 @@ describe('invalid command lines, with their exact messages', () => {
     expect(thrown).toBeInstanceOf(UsageError);
     expect((thrown as Error).message).toBe(message);
   });
+});
+
+describe('spellOut with an option table of its own', () => {
+  const spelling: Spelling = {
+    all: new Map([
+      ['alpha', false],
+      ['alps', true],
+      ['alto', false],
+      ['beta', true],
+    ]),
+    beforeOperation: ['beta'],
+    allowedFor: (word) => (word === 'op' ? ['alto', 'beta'] : undefined),
+  };
+  it('names every candidate of an ambiguous prefix, sorted', () => {
+    expect(() => spellOut(['other', '--al'], spelling)).toThrow('The option --al is ambiguous: it may be --alpha, --alps or --alto; write it out.');
+  });
+  it.each([
+    // Among the operation's options first: --al is --alto for "op", whatever else starts with it.
+    [['op', '--al'], ['op', '--alto']],
+    [['--be', 'x', 'op', '--al'], ['--beta', 'x', 'op', '--alto']],
+    [['--be=op', 'op', '--al=1'], ['--beta=op', 'op', '--alto=1']],
+    [['op', '--alps', 'op2', '--alph'], ['op', '--alps', 'op2', '--alpha']],
+    [['op', '--', '--al'], ['op', '--', '--al']],
+    [['op', '--unknown', '-x'], ['op', '--unknown', '-x']],
+  ])('%j → %j', (argv, spelled) => expect(spellOut(argv, spelling)).toEqual(spelled));
 });
