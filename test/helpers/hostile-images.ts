@@ -15,6 +15,8 @@ export const QCOW2 = {
   l1Size: [36, 4],
   l1TableOffset: [40, 8],
   refcountTableOffset: [48, 8],
+  snapshotCount: [60, 4],
+  snapshotsOffset: [64, 8],
   incompatibleFeatures: [72, 8],
   headerLength: [100, 4],
 } as const;

@@ -118,6 +118,35 @@ function tableFinding(what: string, offset: bigint, bytes: bigint, clusterBytes:
   return undefined;
 }
 
+/** qcow2.txt: a snapshot table entry is at least 40 bytes (the fixed part), padded to a multiple of 8. */
+const SNAPSHOT_ENTRY_MIN_BYTES = 40n;
+/**
+ * Internal snapshots this tool handles. QEMU allows 65,536; a header claiming that many cost qemu-img 54 s and
+ * 352 MiB before any rule could refuse it, and no VM manager keeps more than a few dozen.
+ */
+export const MAX_SNAPSHOTS = 1024;
+
+/**
+ * Metadata that must not share bytes: the header cluster, the L1, refcount and snapshot tables (the snapshot table
+ * at its smallest size). QEMU finds such overlaps only once it runs, and then with many lines of output.
+ */
+function overlapFindings(header: Qcow2Header, cluster: bigint): string[] {
+  const regions: [string, bigint, bigint][] = [
+    ['header cluster', 0n, cluster],
+    ['L1 table', header.l1TableOffset, BigInt(header.l1Entries) * 8n],
+    ['refcount table', header.refcountTableOffset, BigInt(header.refcountTableClusters) * cluster],
+    ['snapshot table', header.snapshotsOffset, BigInt(header.snapshotCount) * SNAPSHOT_ENTRY_MIN_BYTES],
+  ];
+  const present = regions.filter(([, , bytes]) => bytes > 0n);
+  const findings: string[] = [];
+  present.forEach(([name, start, bytes], i) => {
+    for (const [other, otherStart, otherBytes] of present.slice(i + 1)) {
+      if (start < otherStart + otherBytes && otherStart < start + bytes) findings.push(`its ${name} and its ${other} overlap`);
+    }
+  });
+  return findings;
+}
+
 /** The rules a header must meet before anything opens the image; one sentence per violated rule. */
 export function headerFindings(header: Qcow2Header, fileBytes: number): string[] {
   const findings: string[] = [];
@@ -127,9 +156,10 @@ export function headerFindings(header: Qcow2Header, fileBytes: number): string[]
     const tables = [
       header.l1Entries > 0 ? tableFinding('L1 table', header.l1TableOffset, BigInt(header.l1Entries) * 8n, cluster, file) : undefined,
       tableFinding('refcount table', header.refcountTableOffset, BigInt(header.refcountTableClusters) * cluster, cluster, file),
-      header.snapshotCount > 0 ? tableFinding('snapshot table', header.snapshotsOffset, 8n, cluster, file) : undefined,
+      header.snapshotCount > 0 ? tableFinding('snapshot table', header.snapshotsOffset, BigInt(header.snapshotCount) * SNAPSHOT_ENTRY_MIN_BYTES, cluster, file) : undefined,
     ];
     for (const finding of tables) if (finding !== undefined) findings.push(finding);
+    findings.push(...overlapFindings(header, cluster));
   }
   if (header.version !== 2 && header.version !== 3) findings.push(`its qcow2 version is ${header.version}, not 2 or 3`);
   if (header.clusterBits < 9 || header.clusterBits > 21) findings.push(`its cluster size (2^${header.clusterBits} bytes) is outside 512 bytes to 2 MiB`);
@@ -153,6 +183,9 @@ export function unsupportedFeatures(header: Qcow2Header): string[] {
   }
   if ((header.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n || header.extensions.some((e) => e.type === EXT_DATA_FILE)) {
     reasons.push('it keeps its data in an external data file');
+  }
+  if (header.snapshotCount > MAX_SNAPSHOTS) {
+    reasons.push(`it has ${header.snapshotCount} internal snapshots, more than the ${MAX_SNAPSHOTS} this tool handles (delete some with qemu-img snapshot -d)`);
   }
   const unknown = header.incompatibleFeatures & ~KNOWN_INCOMPAT;
   if (unknown !== 0n) reasons.push(`it uses incompatible features this tool does not know (bits 0x${unknown.toString(16)})`);
