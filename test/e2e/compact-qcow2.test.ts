@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildImage, type ContentKind, type TableKind, tool, verifyImage } from '../factory/index.js';
+import { startPausedVm } from '../helpers/holders.js';
 import { bestAllocationBytes, cli, hostBytes, parseJson, type CompactJson, type InfoJson } from './compact-oracle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prl-compact-qcow2-'));
@@ -76,5 +77,26 @@ describe('compact qcow2', () => {
     expect(second.freedBytes).toBe(0);
     expect(second.unchanged).toBe(true);
     await verifyImage(built);
+  });
+
+  it('compact --info beside a running VM (a paused QEMU holding the disk): exit 0, numbers, the staleness notice, nothing on stderr', async () => {
+    const built = await buildImage({ format: 'qcow2', table: 'gpt', content: 'ext4', dir, name: 'held', sizeMiB: 256, filesMiB: 8, deletedMiB: 24, seed: 12 });
+    const alone = parseJson<InfoJson>(await cli(['compact', '--info', '--json', '--hdd', built.hdd]), 'compact --info');
+    const vm = await startPausedVm(built.dataFile, 'qcow2');
+    try {
+      const text = await cli(['compact', '--info', '--hdd', built.hdd]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stderr).toBe('');
+      expect(text.stdout).toMatch(/in use by a running virtual machine; the numbers below may be stale/);
+      const number = (label: string): number => Number(new RegExp(`${label}:\\s+(\\d+)`).exec(text.stdout)?.[1]);
+      // The VM is paused: the file holds what it held, so the numbers are those measured without it.
+      expect({ total: number('Total blocks'), allocated: number('Allocated blocks'), used: number('Used blocks') }).toEqual({
+        total: alone.totalBlocks,
+        allocated: alone.allocatedBlocks,
+        used: alone.usedBlocks,
+      });
+    } finally {
+      vm.kill('SIGKILL');
+    }
   });
 });

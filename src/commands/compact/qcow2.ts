@@ -1,5 +1,5 @@
 // compact and its estimate for qcow2: discard through the appliance, QEMU punches the freed clusters out.
-import { check as checkImage, freeLeaks, map, type MapExtent } from '../../formats/qcow2/qemu-img.js';
+import { check as checkImage, freeLeaks, lockFreeQcow2, map, type MapExtent } from '../../formats/qcow2/qemu-img.js';
 import type { Qcow2Image } from '../../formats/image.js';
 import type { Context } from '../context.js';
 import { truncateQcow2Tail } from './host.js';
@@ -46,7 +46,9 @@ export async function estimateQcow2(image: Qcow2Image, context: Context): Promis
   }
   const extents = await map(image.path, 'qcow2');
   const hostData = normalize((await map(image.path, 'raw')).filter((e) => e.data).map((e) => ({ start: e.start, length: e.length })));
-  const session = await discoverFreeSpace(image.path, 'qcow2', clusterBytes, context);
+  // The overlay reads the image without QEMU's lock, as -U does: beside a running VM (compact --info only; compact
+  // itself has refused a held image) the estimate is made from what the file holds, with open.ts's staleness notice.
+  const session = await discoverFreeSpace(lockFreeQcow2(image.path), 'qcow2', clusterBytes, context, image.path);
   const free = session.freeRanges;
   const allocated = extents.filter((e) => e.depth === 0 && e.offset !== undefined).map((e) => ({ start: e.start, length: e.length }));
   const allocatedBlocks = touchedClusters(allocated, clusterBytes);

@@ -160,6 +160,14 @@ export async function freeLeaks(path: string): Promise<void> {
   await run('qemu-img', ['check', '-r', 'leaks', '-f', 'qcow2', path], { timeoutMs: 30 * 60_000, untorn: true });
 }
 
+/**
+ * A qcow2 file as the backing of a throwaway overlay that only reads it, opened without QEMU's image lock
+ * (`file.locking=off`, what -U is to qemu-img): a running VM holding the write lock does not stop the read.
+ */
+export function lockFreeQcow2(path: string): string {
+  return `json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: path, locking: 'off' } })}`;
+}
+
 /** qemu-img subcommand runner for the commands that change images (resize, convert, commit, snapshot). */
 export async function qemuImg(args: readonly string[], options: RunOptions = {}): Promise<string> {
   return (await run('qemu-img', args, options)).stdout;
