@@ -9,7 +9,7 @@ import { NotSupported, Refused, ToolError } from '../util/errors.js';
 import { acquireLock, type HeldLock } from '../util/lock.js';
 import { onExit } from '../util/cancel.js';
 import { infoChain } from '../formats/qcow2/qemu-img.js';
-import { validateQcow2Chain } from '../formats/qcow2/chain.js';
+import { validateQcow2Chain, type ChainLayer } from '../formats/qcow2/chain.js';
 import { refuseLiveOutsideLayers } from '../formats/qcow2/layers.js';
 import { readDescriptor, type PloopDescriptor } from '../formats/ploop/descriptor.js';
 import { kernelMountsOf, writersOf } from '../formats/ploop/holders.js';
@@ -39,6 +39,8 @@ export interface OpenedImage {
   image: Image;
   /** What an interrupted operation left that the command completes first (one sentence each); planned, not done. */
   pendingRecovery: string[];
+  /** The qcow2 chain as validated, top first, each layer's identity recorded; empty for ploop. */
+  layers: readonly ChainLayer[];
   /** Locks a file that is about to replace the image by a rename, so the lock keeps covering the image. */
   adopt(path: string): void;
   /** The facts again, after a change (for ploop: read from the deltas the session holds open). */
@@ -118,7 +120,7 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
  * Validates the chain and, for ploop, opens every delta once (its identity recorded, each layer a file of its own):
  * the handle everything below reads and writes through.
  */
-async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void, options: OpenOptions): Promise<PloopHandle | undefined> {
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void, options: OpenOptions): Promise<{ handle?: PloopHandle; layers: ChainLayer[] }> {
   if (ref.format === 'qcow2') {
     const layers = validateQcow2Chain(ref.path);
     const top = layers[0]!;
@@ -127,7 +129,7 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
     }
     await refuseLiveOutsideLayers(layers, hdd);
     await probeQemuLock(ref.path, mode, hdd, notice);
-    return undefined;
+    return { layers };
   }
   const descriptor = readDescriptor(ref.folder);
   const change = mode === 'query' ? 'none' : (options.ploopChange ?? 'top');
@@ -138,7 +140,7 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
     closePloopImage(handle);
     throw error;
   }
-  return handle;
+  return { handle, layers: [] };
 }
 
 /**
@@ -166,10 +168,11 @@ export async function openImage(hdd: string, mode: OpenMode, notice: (message: s
     },
   };
   try {
-    handle = await validate(ref, mode, hdd, notice, options);
+    const validated = await validate(ref, mode, hdd, notice, options);
+    handle = validated.handle;
     const image = await loadImage(ref, handle);
     return {
-      ref, hdd, lock, image,
+      ref, hdd, lock, image, layers: validated.layers,
       pendingRecovery: image.format === 'ploop' ? image.pendingRecovery : [],
       adopt(path: string) {
         locks.push(acquireLock(path, 'exclusive', hdd));

@@ -27,8 +27,24 @@ export function findStaleTemporaries(image: string, purpose: string): string[] {
  * gets a fresh name of its own (O_EXCL), so it is in nobody's way.
  */
 export function removeStaleTemporaries(image: string, purpose: string): void {
-  for (const stale of findStaleTemporaries(image, purpose)) {
-    if (lstatSync(stale, { throwIfNoEntry: false })?.isFile() === true) removeIfExists(stale);
+  for (const stale of staleTemporaryFiles(image, purpose)) removeIfExists(stale);
+}
+
+/** The stale temporaries that are regular files: the only ones a run may remove (removeStaleTemporaries). */
+export function staleTemporaryFiles(image: string, purpose: string): string[] {
+  return findStaleTemporaries(image, purpose).filter((stale) => lstatSync(stale, { throwIfNoEntry: false })?.isFile() === true);
+}
+
+/**
+ * Creates `path` empty, as a new regular file (O_EXCL, never following a link): a temporary that a tool then writes
+ * is our file, not whatever was planted under its name.
+ */
+export function createFresh(path: string): void {
+  try {
+    closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    throw new ToolError('refused', `"${path}" already exists, though this run chose it as a fresh name; remove it if no other run of this tool is working on the image, then try again. Nothing was changed.`);
   }
 }
 

@@ -4,7 +4,7 @@
 // folder opened and no foreign socket connected (allow-list in test/helpers/confinement.ts), no hang (hard timeout,
 // the process group killed), and no appliance started where the refusal must come first.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fingerprint, fingerprintDiff } from './harness.js';
@@ -388,6 +388,37 @@ const CASES: Case[] = [
       return plainQcow2(d);
     },
     ops: ['external'],
+    codes: [0],
+    stdout: IGNORED,
+  },
+  // a folder planted where a temporary goes: not ours, left alone; the run takes a fresh name (O_EXCL)
+  {
+    name: "temporaries: a folder under convert's temporary name",
+    build: (d) => {
+      const file = plainQcow2(d);
+      mkdirSync(join(d.vm, '.disk.qcow2.convert-0123abcd.prl-tmp'));
+      return file;
+    },
+    ops: ['plain'],
+    codes: [0],
+    verify: (d) => {
+      const left = readdirSync(d.vm).filter((name) => name.endsWith('.prl-tmp'));
+      const planted = statSync(join(d.vm, '.disk.qcow2.convert-0123abcd.prl-tmp'), { throwIfNoEntry: false });
+      return [
+        ...(planted?.isDirectory() === true ? [] : ['the planted folder was removed or replaced']),
+        ...(left.length === 1 ? [] : [`temporaries left: ${left.join(', ')}`]),
+        ...(sh('qemu-img', 'check', '-f', 'qcow2', join(d.vm, 'disk.qcow2')).includes('No errors') ? [] : ['the converted image fails qemu-img check']),
+      ];
+    },
+  },
+  {
+    name: "temporaries: a folder under merge --external's note name",
+    build: (d) => {
+      const file = plainQcow2(d);
+      mkdirSync(join(d.vm, NOTE));
+      return file;
+    },
+    ops: ['external', 'external -n'],
     codes: [0],
     stdout: IGNORED,
   },

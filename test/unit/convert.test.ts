@@ -9,7 +9,7 @@ function facts(extra: Partial<Qcow2ConvertFacts> = {}): Qcow2ConvertFacts {
   return {
     path: '/vm/a.qcow2', virtualSizeBytes: 1024 * MiB, hostBytes: 100 * MiB, plain: false, hasBacking: false, snapshots: 0,
     corrupt: false, keepOptions: ['cluster_size=65536', 'compat=1.1'], requiredBytes: { plain: 1025 * MiB, expanding: 101 * MiB },
-    freeBytes: 10_000 * MiB, staleTemporaries: [], ...extra,
+    freeBytes: 10_000 * MiB, staleTemporaries: [], identity: '2049:12', ...extra,
   };
 }
 

@@ -17,7 +17,7 @@ export async function runConvert(request: ConvertRequest, context: Context): Pro
   try {
     if (opened.ref.format === 'ploop') return await convertPloop(opened, request, context);
     const path = opened.ref.path;
-    const facts = await gatherQcow2ConvertFacts(path);
+    const facts = await gatherQcow2ConvertFacts(path, opened.layers[0]!.identity);
     const temp = tempPathBeside(path, 'convert');
     const plan = planQcow2Convert(facts, request.target, temp);
     const warnings = plan.steps.length > 0 ? (await requireConsistentQcow2(path)).warnings : [];

@@ -4,7 +4,8 @@ import { map, parseProgress, qemuImg, check } from '../../formats/qcow2/qemu-img
 import { readLayer } from '../../formats/qcow2/layers.js';
 import { carryOver } from '../../util/host-files.js';
 import type { Plan } from '../../plan/plan.js';
-import { commitRename, findStaleTemporaries, fsyncPath, removeIfExists } from '../../util/atomic.js';
+import { commitRename, createFresh, fsyncPath, removeIfExists, staleTemporaryFiles } from '../../util/atomic.js';
+import { stillNames } from '../../util/safe-file.js';
 import { onExit } from '../../util/cancel.js';
 import { ImageInvalid, NotSupported, Refused, ToolError } from '../../util/errors.js';
 import { formatBytes } from '../../util/units.js';
@@ -17,7 +18,7 @@ export type ConvertStep =
   | { kind: 'remove-stale'; paths: string[] }
   | { kind: 'copy'; source: string; temp: string; target: ConvertTarget; createOptions: string; requiredBytes: number }
   | { kind: 'check-copy'; temp: string }
-  | { kind: 'replace'; temp: string; path: string };
+  | { kind: 'replace'; temp: string; path: string; identity: string };
 
 export function describeConvertStep(step: ConvertStep): string {
   switch (step.kind) {
@@ -48,6 +49,8 @@ export interface Qcow2ConvertFacts {
   requiredBytes: Record<ConvertTarget, number>;
   freeBytes: number;
   staleTemporaries: string[];
+  /** The image's identity when the session validated it: the name must still hold it at the rename. */
+  identity: string;
 }
 
 /** Pure: the steps, nothing when already in the requested state, or a refusal naming what to do first. */
@@ -66,7 +69,7 @@ export function planQcow2Convert(facts: Qcow2ConvertFacts, target: ConvertTarget
   steps.push(
     { kind: 'copy', source: facts.path, temp, target, createOptions, requiredBytes: required },
     { kind: 'check-copy', temp },
-    { kind: 'replace', temp, path: facts.path },
+    { kind: 'replace', temp, path: facts.path, identity: facts.identity },
   );
   return { summary: `Convert ${facts.path} to ${target === 'plain' ? 'a' : 'an'} ${kind} image through a copy beside it and an atomic rename.`, steps };
 }
@@ -88,7 +91,7 @@ async function measure(path: string, options: string): Promise<number> {
   return out.required;
 }
 
-export async function gatherQcow2ConvertFacts(path: string): Promise<Qcow2ConvertFacts> {
+export async function gatherQcow2ConvertFacts(path: string, identity: string): Promise<Qcow2ConvertFacts> {
   const layer = await readLayer(path, true);
   const raw = JSON.parse(await qemuImg(['info', '--output=json', '-f', 'qcow2', '-U', path], { timeoutMs: 120_000 })) as Record<string, unknown>;
   const specific = ((raw['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {}) as Record<string, unknown>;
@@ -105,7 +108,9 @@ export async function gatherQcow2ConvertFacts(path: string): Promise<Qcow2Conver
     keepOptions: keep,
     requiredBytes: { plain: 0, expanding: 0 },
     freeBytes: freeBytesAt(path),
-    staleTemporaries: findStaleTemporaries(path, 'convert'),
+    // Anything else under such a name (a planted folder) is not ours: left alone; the copy has a fresh name.
+    staleTemporaries: staleTemporaryFiles(path, 'convert'),
+    identity,
   };
   if (layer.unsupported) facts.unsupported = layer.unsupported;
   if (facts.hasBacking || facts.unsupported || facts.snapshots > 0 || facts.corrupt) return facts;
@@ -132,6 +137,7 @@ export async function runConvertStep(step: ConvertStep, context: Context, cleanu
         unregister();
         removeIfExists(step.temp);
       });
+      createFresh(step.temp);
       context.progress.step(`Converting to ${step.target === 'plain' ? 'a plain' : 'an expanding'} image`);
       // The default cache mode (unsafe) is fine for a new file: check-copy fsyncs it before it is used.
       await qemuImg(['convert', '-p', '-f', 'qcow2', '-O', 'qcow2', '-o', step.createOptions, step.source, step.temp], {
@@ -152,6 +158,9 @@ export async function runConvertStep(step: ConvertStep, context: Context, cleanu
       return;
     }
     case 'replace':
+      if (!stillNames(step.path, step.identity)) {
+        throw new Refused(`"${step.path}" is no longer the file that was validated (it was replaced meanwhile), so the converted copy was not renamed over it and was removed; find out who changes the image's folder, then run the command again.`);
+      }
       await carryOver(step.path, step.temp);
       // Our exclusive lock is on the old inode; the copy's inode is locked too before it takes the name.
       adopt(step.temp);

@@ -7,6 +7,8 @@ import { freeLeaks, isLockFailure } from '../../formats/qcow2/qemu-img.js';
 import { requireConsistentQcow2 } from '../../formats/qcow2/consistency.js';
 import { commitChainInto, freeingLeaksIfInterrupted, pullUpChain, resizeQcow2 } from '../../formats/qcow2/changes.js';
 import { commitRename, fsyncDirectoryOf, fsyncPath, removeIfExists } from '../../util/atomic.js';
+import { stillNames } from '../../util/safe-file.js';
+import { Refused } from '../../util/errors.js';
 import { writeLeftoversNote } from './leftovers.js';
 import { formatBytes } from '../../util/units.js';
 import { clearUnderZeroClusters, writeZerosAsData, zeroAllZeroClusters } from '../../formats/qcow2/zero-clusters.js';
@@ -48,7 +50,20 @@ export function describeExternalStep(step: ExternalStep): string {
   }
 }
 
-export async function runExternalStep(step: ExternalStep, context: Context): Promise<void> {
+/**
+ * Right before a rename or unlink: each name must still hold the file the session validated (`identities`, by real
+ * path), so that a layer swapped for a link to another VM's disk meanwhile is never renamed over the top or removed.
+ */
+function requireValidated(identities: ReadonlyMap<string, string>, ...paths: string[]): void {
+  for (const path of paths) {
+    const identity = identities.get(path);
+    if (identity === undefined || !stillNames(path, identity)) {
+      throw new Refused(`"${path}" is no longer the file that was validated (it was replaced meanwhile), so it was neither renamed nor removed; the image still shows the same content. Find out who changes the image's folder, then run the command again.`);
+    }
+  }
+}
+
+export async function runExternalStep(step: ExternalStep, context: Context, identities: ReadonlyMap<string, string>): Promise<void> {
   switch (step.kind) {
     case 'zero-overlays':
       context.progress.step('Finding the zero-filled clusters of the overlays');
@@ -90,6 +105,7 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       fsyncPath(step.base);
       return;
     case 'replace-top':
+      requireValidated(identities, step.base, step.top);
       await carryOver(step.top, step.base);
       commitRename(step.base, step.top);
       if (dirname(step.base) !== dirname(step.top)) fsyncDirectoryOf(step.base);
@@ -98,6 +114,8 @@ export async function runExternalStep(step: ExternalStep, context: Context): Pro
       writeLeftoversNote(step.note, step.top, step.resultFile, step.paths);
       return;
     case 'remove':
+      // A layer of the chain must still be itself; a leftover a note named was proven ours by findLeftovers.
+      if (identities.has(step.path)) requireValidated(identities, step.path);
       removeIfExists(step.path);
       fsyncDirectoryOf(step.path);
       return;

@@ -180,7 +180,8 @@ export async function mergeExternal(opened: OpenedImage, request: MergeRequest, 
         messages: plan.steps.length === 0 ? [plan.summary] : [], facts: { ...facts, hostBytesAfter: hostBytesBefore }, warnings,
       };
     }
-    await executePlan(plan, describeExternalStep, (step) => runExternalStep(step, context));
+    const identities = new Map(opened.layers.map((layer) => [layer.realPath, layer.identity]));
+    await executePlan(plan, describeExternalStep, (step) => runExternalStep(step, context, identities));
     const hostBytesAfter = hostAllocatedBytes(opened.ref.path);
     const removed = plan.steps.filter((s) => s.kind === 'remove').length;
     return {

@@ -4,7 +4,7 @@
 import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ImageInvalid, NotSupported, Refused } from '../../util/errors.js';
-import { FileRefused, readRegularFileHead } from '../../util/safe-file.js';
+import { FileRefused, identityOf, readRegularFileHead } from '../../util/safe-file.js';
 import { configPath, loadConfig } from '../../util/config.js';
 import { HEADER_READ_BYTES, MAX_BACKING_NAME_BYTES, type Qcow2Header, decodeQcow2Header, headerFindings, isMarkedCorrupt, unsupportedFeatures } from './header.js';
 
@@ -19,6 +19,8 @@ export interface ChainLayer {
   insideFolder: boolean;
   /** Hard links to the file (st_nlink). */
   links: number;
+  /** Device and inode when validated (identityOf): a name is checked against it right before a rename. */
+  identity: string;
   header?: Qcow2Header;
 }
 
@@ -159,12 +161,12 @@ export function validateQcow2Chain(topPath: string): ChainLayer[] {
     if (layers.length >= MAX_CHAIN_LAYERS) throw invalid(topPath, `its backing chain is longer than ${MAX_CHAIN_LAYERS} layers`);
     const what = layers.length === 0 ? 'image file' : 'backing file';
     const { head, dev, ino, links, sizeBytes } = readLayer(overlay, what, path);
-    const identity = `${dev}:${ino}`;
+    const identity = identityOf({ dev, ino });
     if (seen.has(identity)) throw invalid(topPath, `its backing chain loops back to "${path}"`);
     seen.add(identity);
     const realPath = realpathSync(path);
     if (layers.length > 0) checkPlace(overlay, path, realPath, format, folder);
-    const layer: ChainLayer = { path, realPath, format, insideFolder: dirname(realPath) === folder, links };
+    const layer: ChainLayer = { path, realPath, format, insideFolder: dirname(realPath) === folder, links, identity };
     layers.push(layer);
     if (format === 'raw') return layers;
     const header = decodeQcow2Header(head);
