@@ -133,13 +133,10 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
   }
   const descriptor = readDescriptor(ref.folder);
   const change = mode === 'query' ? 'none' : (options.ploopChange ?? 'top');
+  // Holders first: a running container's deltas are not even opened for writing before it is refused or handed
+  // to the host's ploop (the descriptor has already confined their names to the folder).
+  checkPloopHolders(descriptor, mode, hdd, notice, options.online === true);
   const handle = openPloopImage(descriptor, { change, write: change !== 'none' && options.dryRun !== true });
-  try {
-    checkPloopHolders(descriptor, mode, hdd, notice, options.online === true);
-  } catch (error) {
-    closePloopImage(handle);
-    throw error;
-  }
   return { handle, layers: [] };
 }
 
