@@ -1,5 +1,6 @@
 // Other processes holding an image, as a running VM or another prl_disk_tool would; each returns its release.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Keeps a file open read-write in qemu-io, which holds QEMU's image lock like a running VM. */
@@ -34,11 +35,20 @@ export async function startPausedVm(file: string, fmt: 'qcow2' | 'parallels'): P
   }
 }
 
-/** Waits until a holder has taken QEMU's write lock on `file` (qemu-img info without -U then fails). */
+/**
+ * Waits until a holder has taken QEMU's write permission lock on `file`: an OFD lock on byte 101 (QEMU's
+ * RAW_LOCK_PERM_BASE + the write permission bit) of its inode, read from /proc/locks. Probing with qemu-img info
+ * instead would take a lock itself, and a holder opening at that instant fails and exits (seen under load).
+ */
 export async function waitHeld(file: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync('qemu-img', ['info', '-f', 'qcow2', file]).status !== 0) return;
+  const { dev, ino } = statSync(file);
+  const device = `${((dev >> 8) & 0xfff).toString(16).padStart(2, '0')}:${((dev & 0xff) | ((dev >> 12) & 0xfff00)).toString(16).padStart(2, '0')}`;
+  // The kernel merges adjacent ranges ("100 101"), so the line's range must cover byte 101.
+  const lock = new RegExp(`^\\d+: OFDLCK +ADVISORY +\\w+ +\\S+ ${device}:${ino} (\\d+) (\\d+)$`, 'gm');
+  const covers101 = (): boolean => [...readFileSync('/proc/locks', 'utf8').matchAll(lock)].some((m) => Number(m[1]) <= 101 && Number(m[2]) >= 101);
+  for (let i = 0; i < 600; i++) {
+    if (covers101()) return;
     await sleep(100);
   }
-  throw new Error(`nothing took QEMU's lock on ${file} within 10 s`);
+  throw new Error(`nothing took QEMU's write lock on ${file} after 600 looks at /proc/locks`);
 }
