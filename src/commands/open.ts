@@ -39,6 +39,11 @@ export interface OpenedImage {
   image: Image;
   /** What an interrupted operation left that the command completes first (one sentence each); planned, not done. */
   pendingRecovery: string[];
+  /**
+   * Who else holds a ploop image that a query opened: the kernel (a running container, whose in-use mark is the
+   * kernel's and is no interrupted operation) or another process writing it. Changes never get this far.
+   */
+  holder?: PloopHolder;
   /** The qcow2 chain as validated, top first, each layer's identity recorded; empty for ploop. */
   layers: readonly ChainLayer[];
   /** Locks a file that is about to replace the image by a rename, so the lock keeps covering the image. */
@@ -88,17 +93,20 @@ export class KernelMounted extends ToolError {
   }
 }
 
+export type PloopHolder = 'kernel' | 'process';
+
 /** A running container's deltas are the kernel's (or a process's): never change or "recover" them under it. */
-function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void, online: boolean): void {
+function checkPloopHolders(descriptor: PloopDescriptor, mode: OpenMode, hdd: string, notice: (message: string) => void, online: boolean): PloopHolder | undefined {
   const deltas = descriptor.chain.map((link) => link.file);
   const devices = kernelMountsOf(deltas);
   const writers = writersOf(deltas);
-  if (devices.length === 0 && writers.length === 0) return;
+  if (devices.length === 0 && writers.length === 0) return undefined;
   const holder = devices.length > 0 ? `mounted by the kernel as ${devices.join(', ')} (a running container)` : `open for writing by process ${writers.join(', ')}`;
   const refusal = `The ploop image "${hdd}" is ${holder}; stop the container (or that process) first, then try again. Nothing was changed.`;
   if (devices.length > 0 && (online || mode === 'modify')) throw new KernelMounted(refusal, devices, descriptor.path, deltas, descriptor.blockSizeSectors * 512);
   if (mode === 'modify') throw new ToolError('in-use', refusal);
   notice(`The ploop image "${hdd}" is ${holder}; the numbers below may be stale.`);
+  return devices.length > 0 ? 'kernel' : 'process';
 }
 
 async function probeQemuLock(path: string, mode: OpenMode, hdd: string, notice: (message: string) => void): Promise<void> {
@@ -120,7 +128,7 @@ function refuseSymlinkedDescriptor(ref: Extract<ImageRef, { format: 'ploop' }>):
  * Validates the chain and, for ploop, opens every delta once (its identity recorded, each layer a file of its own):
  * the handle everything below reads and writes through.
  */
-async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void, options: OpenOptions): Promise<{ handle?: PloopHandle; layers: ChainLayer[] }> {
+async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (message: string) => void, options: OpenOptions): Promise<{ handle?: PloopHandle; layers: ChainLayer[]; holder?: PloopHolder }> {
   if (ref.format === 'qcow2') {
     const layers = validateQcow2Chain(ref.path);
     const top = layers[0]!;
@@ -135,9 +143,9 @@ async function validate(ref: ImageRef, mode: OpenMode, hdd: string, notice: (mes
   const change = mode === 'query' ? 'none' : (options.ploopChange ?? 'top');
   // Holders first: a running container's deltas are not even opened for writing before it is refused or handed
   // to the host's ploop (the descriptor has already confined their names to the folder).
-  checkPloopHolders(descriptor, mode, hdd, notice, options.online === true);
+  const holder = checkPloopHolders(descriptor, mode, hdd, notice, options.online === true);
   const handle = openPloopImage(descriptor, { change, write: change !== 'none' && options.dryRun !== true });
-  return { handle, layers: [] };
+  return holder === undefined ? { handle, layers: [] } : { handle, layers: [], holder };
 }
 
 /**
@@ -171,6 +179,7 @@ export async function openImage(hdd: string, mode: OpenMode, notice: (message: s
     return {
       ref, hdd, lock, image, layers: validated.layers,
       pendingRecovery: image.format === 'ploop' ? image.pendingRecovery : [],
+      ...(validated.holder === undefined ? {} : { holder: validated.holder }),
       adopt(path: string) {
         locks.push(acquireLock(path, 'exclusive', hdd));
       },

@@ -3,11 +3,11 @@
 // module: a recording stand-in for ploop writes its argv to a file, prints progress and exits as told.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { caseFolders } from '../helpers/dirs.js';
-import { descriptorXml, ROOT_PARENT, TOP_GUID } from '../helpers/ploop.js';
+import { descriptorXml, IN_USE_OPEN, readDeltaTable, ROOT_PARENT, TOP_GUID } from '../helpers/ploop.js';
 import { qemuImg, sums } from '../helpers/images.js';
 
 const { root, fresh } = caseFolders('prl-online-');
@@ -197,5 +197,24 @@ describe('resize --info of a running container reads the mounted filesystem', ()
       `The ploop image "${dir}" is attached to the kernel as /dev/${DEVICE}, but the filesystem of ${DEVICE}p1 is not mounted, so its use cannot be read; mount it (start the container) or stop the container, then try again. Nothing was changed.\n`,
     );
   });
-});
 
+  it('compact --info of a running container: numbers, and no promise to complete an interrupted operation (the in-use mark is the kernel\'s; compact goes through ploop)', async () => {
+    const { dir, delta } = container();
+    // The kernel marks the delta in use while it has the image mounted (m_DiskInUse at offset 44).
+    const mark = Buffer.alloc(4);
+    mark.writeUInt32LE(IN_USE_OPEN);
+    const fd = openSync(delta, 'r+');
+    writeSync(fd, mark, 0, 4, 44);
+    closeSync(fd);
+    expect(readDeltaTable(delta).inUse).toBe(IN_USE_OPEN);
+    const { env, log } = online(delta);
+    const before = sums(dir);
+    const result = await runCli(['compact', '--hdd', dir, '--info'], env);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/Total blocks:\s+64\n/);
+    expect(result.stdout).toContain(`compact hands it to the host's ploop (${standIn} balloon discard --automount --defrag ${join(dir, 'DiskDescriptor.xml')})`);
+    expect(result.stdout).not.toMatch(/completes it first|interrupted operation/);
+    expect(existsSync(log), 'a query never calls ploop').toBe(false);
+    expect(sums(dir)).toEqual(before);
+  });
+});

@@ -5,6 +5,8 @@ import { openImage } from '../open.js';
 import { estimateQcow2 } from './qcow2.js';
 import { estimatePloop, recoveredForCompact } from './ploop.js';
 import type { BlockEstimate } from './discover.js';
+import { hostPloopArgv } from '../../formats/ploop/host-ploop.js';
+import { quoteArgv } from '../../util/exec.js';
 
 function toReport(estimate: BlockEstimate, notes: string[]): CompactInfoReport {
   return {
@@ -25,7 +27,12 @@ export async function compactInfo(hdd: string, context: Context): Promise<Compac
     const image = opened.image;
     if (image.format === 'qcow2') return toReport(await estimateQcow2(image, context), []);
     const notes: string[] = [];
-    return toReport(await estimatePloop(recoveredForCompact(image.handle, false, notes), context), notes);
+    // What compact would do first must be what it does: a running container's in-use mark is the kernel's, and
+    // compact hands that image to the host's ploop; an image another process writes, compact refuses.
+    if (opened.holder === 'kernel') notes.push(`The container is running: compact hands it to the host's ploop (${quoteArgv(hostPloopArgv({ kind: 'compact' }, image.handle.descriptor.path))}), which works online, so what it frees may differ from these numbers.`);
+    else if (opened.holder === 'process') notes.push('Compact refuses the image while that process holds it.');
+    else recoveredForCompact(image.handle, false, notes);
+    return toReport(await estimatePloop(image.handle, context), notes);
   } finally {
     opened.lock.release();
   }
