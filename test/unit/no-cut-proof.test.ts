@@ -4,18 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { formatExactSize, proofOf, smallestSizeText } from '../../src/commands/resize/minimum.js';
 import type { Identified } from '../../src/fs/registry.js';
 import type { GptHeader } from '../../src/partitions/gpt.js';
-import type { Partition, PartitionTable } from '../../src/partitions/table.js';
+import { part } from './partitions/part.js';
+import type { PartitionTable } from '../../src/partitions/table.js';
 
 const K = 1024;
 const M = 1024 * K;
 const sectors = (first: number, count: number) => ({ start: first * 512, length: count * 512 });
-const part = (number: number, startSector: number, endSector: number, kind: Partition['kind'] = 'primary'): Partition => ({
-  number,
-  startSector,
-  endSector,
-  kind,
-  typeId: '83',
-});
 
 describe('proofOf', () => {
   const ext4 = { probe: { type: 'ext4', sizeBytes: 40 * M } } as Identified;

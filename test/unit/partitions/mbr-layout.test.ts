@@ -11,6 +11,7 @@ import {
   targetEndSector,
 } from '../../../src/partitions/layout.js';
 import type { GptHeader } from '../../../src/partitions/gpt.js';
+import { part } from './part.js';
 import type { Partition, PartitionTable } from '../../../src/partitions/table.js';
 
 const MiB = 1024 * 1024;
@@ -93,13 +94,6 @@ function gptTable(diskSectors: number, partitions: Partition[], entryCount = 128
   return { kind: 'gpt', diskSectors, mbr: Buffer.alloc(512), primary, array: Buffer.alloc(0), partitions };
 }
 const mbrTable = (diskSectors: number, partitions: Partition[]): PartitionTable => ({ kind: 'mbr', diskSectors, sectors: new Map(), partitions });
-const part = (number: number, startSector: number, endSector: number, kind: Partition['kind'] = 'primary'): Partition => ({
-  number,
-  startSector,
-  endSector,
-  kind,
-  typeId: '83',
-});
 
 describe('layout arithmetic', () => {
   const disk = 128 * 2048;
