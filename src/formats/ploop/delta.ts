@@ -144,6 +144,14 @@ export function writeHeader(delta: Delta, header: PloopHeader, what = 'header wr
   requireWritable(delta);
   writeFully(delta.fd, encodeHeader(header), 0);
   delta.header = { ...header };
+  // A grow's longer table: the session's handle outlives the header change (a resize then commits its overlay
+  // through it), so the new slots are read from the file, where the plan made them zero or moved data out.
+  if (header.batEntries > delta.bat.length) {
+    const grown = new Uint32Array(header.batEntries);
+    grown.set(delta.bat);
+    grown.set(decodeBat(readFully(delta.fd, 4 * (header.batEntries - delta.bat.length), slotOffset(delta.bat.length))), delta.bat.length);
+    delta.bat = grown;
+  }
   durable(delta, what);
 }
 
