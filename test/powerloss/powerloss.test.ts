@@ -25,15 +25,16 @@ const IN_USE_OPEN = Buffer.from('Ynot', 'latin1');
 
 function operations(): HostOp[] {
   const ops = [...hostOps('ploop'), ...hostOps('qcow2')];
-  // A plain ploop grows by writing zeroed clusters, then their BAT entries: the data must be durable first.
+  // A plain ploop grows by writing zeroed clusters, then their BAT entries: the data must be durable first. A ploop
+  // resize takes the last partition along (docs/resize.md); swap keeps that without the appliance, as in host-cells.
   ops.push({
-    format: 'ploop', operation: 'resize grow plain', build: (dir) => standard('ploop', dir, { preallocated: true }),
+    format: 'ploop', operation: 'resize grow plain', build: (dir) => standard('ploop', dir, { preallocated: true, content: 'swap' }),
     args: (i) => ['resize', '--hdd', i.hdd, '--size', '320M'], after: completed.size(320), before: completed.size(256),
   });
   // Past 256 GiB the BAT of 1 MiB clusters outgrows its first cluster: the data there moves to the end of the file
   // (copy, fsync, then the BAT entry) before the longer table is written.
   ops.push({
-    format: 'ploop', operation: 'resize grow past the first BAT cluster', build: (dir) => standard('ploop', dir),
+    format: 'ploop', operation: 'resize grow past the first BAT cluster', build: (dir) => standard('ploop', dir, { content: 'swap' }),
     args: (i) => ['resize', '--hdd', i.hdd, '--size', '300G'], after: completed.size(300 * 1024), before: completed.size(256),
   });
   return ops.filter((op) => ONLY.test(`${op.format} ${op.operation}`));
